@@ -1,0 +1,455 @@
+"""The registry service: push, pull, search, show, tag, rm, verify and gc over the metadata
+store and the blob store. The CLI, the Python API and the HTTP server all call this class.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+import time
+from pathlib import Path
+from typing import Callable, Iterable, Sequence
+
+from sqlalchemy import func, or_, select, update
+from sqlalchemy.exc import IntegrityError as SQLIntegrityError
+from sqlalchemy.exc import OperationalError
+from sqlalchemy.orm import Session, selectinload
+
+from .adapter import convert_pickled_adapter, read_adapter
+from .blobs import LocalBlobStore
+from .db.engine import Database
+from .db.models import Adapter, Composition, LineageSource, Tag, Version, VersionFile
+from .errors import AdapterNotFound, DatabaseError, DestinationNotEmpty, InvalidArgument, InvalidName
+from .examples_file import EXAMPLES_FILE, check_examples_file
+from .records import (AdapterVersion, GcReport, Lineage, SourceWeight, VerifyReport,
+                      VersionFileInfo)
+from .refs import LATEST, AdapterName, AdapterRef, check_part
+from .settings import Settings
+
+Progress = Callable[[int], None]
+SOURCES = ("pushed", "composed", "imported")
+GC_GRACE_SECONDS = 3600
+_WRITE_RETRIES = 8
+
+
+def check_task(task: str) -> str:
+    if not isinstance(task, str) or not task.strip() or len(task) > 128 or any(ord(c) < 32 for c in task):
+        raise InvalidName(f"invalid task {task!r}: use 1-128 printable characters")
+    return task.strip()
+
+
+def version_digest(files: Iterable[tuple[str, str]]) -> str:
+    """One digest for a version: over its sorted (file name, blob digest) pairs."""
+    text = "".join(f"{name} {digest}\n" for name, digest in sorted(files))
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def open_blob_store(location: str):
+    if "://" in location and not location.startswith("file://"):
+        raise InvalidArgument(f"unsupported blob store {location!r}: use a local folder")
+    return LocalBlobStore(location.removeprefix("file://"))
+
+
+def _tracked(chunks: Iterable[bytes], progress: Progress | None) -> Iterable[bytes]:
+    for chunk in chunks:
+        if progress:
+            progress(len(chunk))
+        yield chunk
+
+
+class Registry:
+    """The local registry: one metadata store and one blob store, per ``Settings``."""
+
+    def __init__(self, settings: Settings | None = None):
+        self.settings = settings or Settings.load()
+        self.db = Database(self.settings.database_url)
+        self.db.ensure_current()
+        self.blobs = open_blob_store(self.settings.store)
+
+    def close(self) -> None:
+        self.db.dispose()
+
+    # -- writing -----------------------------------------------------------------------------
+
+    def push(self, path: str | Path, *, name: str, task: str, base: str | None = None,
+             tags: Sequence[str] = (), description: str | None = None, examples: str | Path | None = None,
+             convert_pickle: bool = False, source: str = "pushed", lineage: Lineage | None = None,
+             progress: Progress | None = None) -> AdapterVersion:
+        """Store the adapter folder at ``path`` as the next version of ``name``.
+
+        All or nothing: blobs are written first, then one transaction registers the version and
+        moves ``latest``. Raises ``InvalidAdapter``, ``PickleRefused``, ``InvalidName``,
+        ``InvalidArgument`` (nothing is stored then).
+        """
+        adapter_name = AdapterName.parse(name)
+        task = check_task(task)
+        tags = [check_part(t, "tag") for t in tags]
+        if LATEST in tags:
+            raise InvalidName("the tag 'latest' is managed by loramgr: it always names the newest version")
+        if source not in SOURCES:
+            raise InvalidArgument(f"invalid source {source!r}: one of {', '.join(SOURCES)}")
+        if examples is not None:
+            check_examples_file(Path(examples))
+        with tempfile.TemporaryDirectory(prefix="loramgr-push-") as scratch:
+            folder = Path(path)
+            if convert_pickle and not (folder / "adapter_model.safetensors").exists() \
+                    and (folder / "adapter_model.bin").exists():
+                folder = convert_pickled_adapter(folder, Path(scratch) / "converted")
+            manifest = read_adapter(folder, digests=False)
+            base_model = base or manifest.base_model
+            if not base_model:
+                raise InvalidArgument(f"{path}: adapter_config.json names no base model; pass --base")
+            sources = {f.name: folder / f.name for f in manifest.files}
+            if examples is not None:
+                sources[EXAMPLES_FILE] = Path(examples)
+            stored = {}
+            for filename, file_path in sorted(sources.items()):
+                with open(file_path, "rb") as f:
+                    stored[filename] = self.blobs.put_chunks(_tracked(iter(lambda: f.read(1 << 23), b""), progress))
+        digest = version_digest((n, d) for n, (d, _) in stored.items())
+        record = dict(base_model=base_model, task=task, task_type=manifest.task_type, rank=manifest.rank,
+                      alpha=float(manifest.alpha), target_modules="," + ",".join(manifest.target_modules) + ",",
+                      dtype=manifest.dtype, param_count=manifest.param_count,
+                      byte_size=sum(size for _, size in stored.values()), digest=digest, source=source,
+                      description=description, manifest=json.dumps(manifest.to_dict(), sort_keys=True))
+        return self._write(lambda s: self._register(s, adapter_name, record, stored, tags, lineage))
+
+    def _write(self, work: Callable[[Session], Version | AdapterVersion]) -> AdapterVersion:
+        """Run ``work`` in one write transaction, retrying the races a concurrent pusher causes."""
+        for attempt in range(_WRITE_RETRIES):
+            try:
+                with self.db.writing() as session:
+                    result = work(session)
+                    session.flush()
+                    return result if isinstance(result, AdapterVersion) else self._record(result)
+            except SQLIntegrityError:
+                # Two first pushes of one adapter raced to create its row: the loser retries.
+                if attempt == _WRITE_RETRIES - 1:
+                    raise DatabaseError("could not register the version: too much contention, try again")
+            except OperationalError as exc:
+                if "locked" not in str(exc.orig) or attempt == _WRITE_RETRIES - 1:
+                    raise DatabaseError(f"the metadata store refused the write: {exc.orig}") from None
+            time.sleep(0.05 * (attempt + 1))
+        raise AssertionError("unreachable")
+
+    def _register(self, session: Session, adapter_name: AdapterName, record: dict,
+                  stored: dict[str, tuple[str, int]], tags: list[str], lineage: Lineage | None) -> Version:
+        adapter = self._adapter(session, adapter_name, create=True)
+        # An UPDATE takes the row lock (PostgreSQL) / is inside BEGIN IMMEDIATE (SQLite), so
+        # concurrent pushers of one adapter get consecutive, distinct numbers.
+        number = session.execute(
+            update(Adapter).where(Adapter.id == adapter.id)
+            .values(last_number=Adapter.last_number + 1).returning(Adapter.last_number)).scalar_one()
+        version = Version(adapter_id=adapter.id, number=number, **record)
+        version.files = [VersionFile(filename=n, blob_digest=d, size=s) for n, (d, s) in sorted(stored.items())]
+        session.add(version)
+        session.flush()
+        for tag in [LATEST, *tags]:
+            self._set_tag(session, adapter.id, tag, version.id)
+        if lineage is not None:
+            self._add_lineage(session, version, lineage)
+        return version
+
+    def _add_lineage(self, session: Session, version: Version, lineage: Lineage) -> None:
+        version.composition = Composition(
+            mode=lineage.mode, objective=lineage.objective, score=lineage.score, seed=lineage.seed,
+            examples_digest=lineage.examples_digest, details=json.dumps(lineage.details, sort_keys=True))
+        for position, source in enumerate(lineage.sources):
+            ref = AdapterRef.parse(source.ref)
+            try:
+                source_version = self._resolve(session, ref)
+            except AdapterNotFound:
+                source_version = None
+            version.sources.append(LineageSource(
+                position=position, source_ref=source.ref, weight=float(source.weight),
+                source_version_id=source_version.id if source_version else None,
+                source_digest=source.digest or (source_version.digest if source_version else None)))
+
+    def _set_tag(self, session: Session, adapter_id: int, tag: str, version_id: int) -> None:
+        existing = session.get(Tag, (adapter_id, tag))
+        if existing is None:
+            session.add(Tag(adapter_id=adapter_id, tag=tag, version_id=version_id))
+        else:
+            existing.version_id = version_id
+
+    def tag(self, ref: str, tag: str) -> AdapterVersion:
+        """Point ``tag`` at the version ``ref`` resolves to. Raises ``AdapterNotFound``, ``InvalidName``."""
+        check_part(tag, "tag")
+        if tag == LATEST:
+            raise InvalidName("the tag 'latest' is managed by loramgr: it always names the newest version")
+        parsed = AdapterRef.parse(ref)
+
+        def work(session: Session) -> Version:
+            version = self._resolve(session, parsed)
+            self._set_tag(session, version.adapter_id, tag, version.id)
+            return version
+
+        return self._write(work)
+
+    def rm(self, ref: str) -> AdapterVersion:
+        """Remove one version (its number is never reused); ``latest`` moves to the newest left.
+        Blobs stay until ``gc``. Raises ``AdapterNotFound``."""
+        parsed = AdapterRef.parse(ref)
+
+        def work(session: Session) -> AdapterVersion:
+            version = self._resolve(session, parsed)
+            removed = self._record(version)
+            adapter_id = version.adapter_id
+            for tag in session.scalars(select(Tag).where(Tag.version_id == version.id)).all():
+                session.delete(tag)
+            session.delete(version)
+            session.flush()
+            newest = session.scalar(select(Version).where(Version.adapter_id == adapter_id)
+                                    .order_by(Version.number.desc()).limit(1))
+            if newest is not None:
+                self._set_tag(session, adapter_id, LATEST, newest.id)
+            return removed
+
+        return self._write(work)
+
+    # -- reading -----------------------------------------------------------------------------
+
+    def _adapter(self, session: Session, name: AdapterName, *, create: bool = False) -> Adapter | None:
+        adapter = session.scalar(select(Adapter).where(Adapter.namespace == name.namespace,
+                                                       Adapter.name == name.name))
+        if adapter is None and create:
+            adapter = Adapter(namespace=name.namespace, name=name.name, last_number=0)
+            session.add(adapter)
+            session.flush()
+        return adapter
+
+    def _resolve(self, session: Session, ref: AdapterRef) -> Version:
+        adapter = self._adapter(session, ref.adapter)
+        if adapter is None:
+            raise AdapterNotFound(f"no adapter named {ref.adapter}: `loramgr search` lists what there is",
+                                  ref=str(ref))
+        if ref.version is not None:
+            version = session.scalar(select(Version).where(Version.adapter_id == adapter.id,
+                                                           Version.number == ref.version))
+        else:
+            tag = session.get(Tag, (adapter.id, ref.tag or LATEST))
+            version = tag.version if tag else None
+        if version is None:
+            raise AdapterNotFound(f"{ref.adapter} has no version {ref.selector}: `loramgr show {ref.adapter}` "
+                                  "shows the latest", ref=str(ref))
+        return version
+
+    def _record(self, version: Version) -> AdapterVersion:
+        lineage = None
+        if version.composition is not None:
+            c = version.composition
+            lineage = Lineage(
+                sources=[SourceWeight(s.source_ref, s.weight, s.source_digest) for s in version.sources],
+                mode=c.mode, objective=c.objective, score=c.score, seed=c.seed,
+                examples_digest=c.examples_digest, details=json.loads(c.details or "{}"))
+        return AdapterVersion(
+            namespace=version.adapter.namespace, name=version.adapter.name, number=version.number,
+            base_model=version.base_model, task=version.task, rank=version.rank, alpha=version.alpha,
+            target_modules=[t for t in version.target_modules.split(",") if t], task_type=version.task_type,
+            dtype=version.dtype, param_count=version.param_count, byte_size=version.byte_size,
+            digest=version.digest, source=version.source, description=version.description,
+            created_at=version.created_at.isoformat(timespec="seconds") if version.created_at else "",
+            tags=[t.tag for t in version.tags],
+            files=[VersionFileInfo(f.filename, f.blob_digest, f.size) for f in version.files],
+            lineage=lineage)
+
+    def show(self, ref: str) -> AdapterVersion:
+        """The version ``ref`` names. Raises ``AdapterNotFound``, ``InvalidName``."""
+        parsed = AdapterRef.parse(ref)
+        with self.db.reading() as session:
+            return self._record(self._resolve(session, parsed))
+
+    def versions(self, name: str) -> list[AdapterVersion]:
+        """Every version of one adapter, newest first."""
+        adapter_name = AdapterName.parse(name)
+        with self.db.reading() as session:
+            adapter = self._adapter(session, adapter_name)
+            if adapter is None:
+                raise AdapterNotFound(f"no adapter named {adapter_name}")
+            rows = session.scalars(self._with_details(select(Version).where(Version.adapter_id == adapter.id))
+                                   .order_by(Version.number.desc())).all()
+            return [self._record(v) for v in rows]
+
+    @staticmethod
+    def _with_details(query):
+        return query.options(selectinload(Version.adapter), selectinload(Version.files),
+                             selectinload(Version.tags), selectinload(Version.composition),
+                             selectinload(Version.sources))
+
+    def search(self, *, base: str | None = None, task: str | Sequence[str] | None = None,
+               rank: int | None = None, min_rank: int | None = None, max_rank: int | None = None,
+               target: str | None = None, query: str | None = None, source: str | None = None,
+               all_versions: bool = False, limit: int | None = 100) -> list[AdapterVersion]:
+        """Versions matching every given filter, newest first; by default only the newest
+        matching version of each adapter."""
+        conditions = []
+        if base:
+            conditions.append(Version.base_model == base)
+        if task:
+            tasks = [task] if isinstance(task, str) else list(task)
+            conditions.append(Version.task.in_(tasks))
+        if rank is not None:
+            conditions.append(Version.rank == rank)
+        if min_rank is not None:
+            conditions.append(Version.rank >= min_rank)
+        if max_rank is not None:
+            conditions.append(Version.rank <= max_rank)
+        if target:
+            conditions.append(Version.target_modules.like(f"%,{_escape_like(target)},%", escape="\\"))
+        if source:
+            conditions.append(Version.source == source)
+        if query:
+            pattern = f"%{_escape_like(query.lower())}%"
+            conditions.append(or_(*(func.lower(column).like(pattern, escape="\\") for column in
+                                    (Adapter.namespace, Adapter.name, Version.description, Version.task))))
+        if limit is not None and limit < 1:
+            raise InvalidArgument("--limit must be at least 1")
+        selected = select(Version).join(Adapter).where(*conditions)
+        if not all_versions:
+            newest = select(func.max(Version.id)).join(Adapter).where(*conditions).group_by(Version.adapter_id)
+            selected = select(Version).join(Adapter).where(Version.id.in_(newest))
+        selected = self._with_details(selected).order_by(Version.created_at.desc(), Version.id.desc())
+        if limit is not None:
+            selected = selected.limit(limit)
+        with self.db.reading() as session:
+            return [self._record(v) for v in session.scalars(selected).all()]
+
+    def ls(self, namespace: str | None = None) -> list[AdapterVersion]:
+        """The latest version of every adapter, by name."""
+        selected = (select(Version).join(Tag, (Tag.version_id == Version.id) & (Tag.tag == LATEST))
+                    .join(Adapter, Adapter.id == Version.adapter_id))
+        if namespace:
+            selected = selected.where(Adapter.namespace == check_part(namespace, "namespace"))
+        selected = self._with_details(selected).order_by(Adapter.namespace, Adapter.name)
+        with self.db.reading() as session:
+            return [self._record(v) for v in session.scalars(selected).all()]
+
+    def read_file(self, ref: str, filename: str) -> bytes | None:
+        """The bytes of one small file of a version (e.g. ``examples.jsonl``), None if absent."""
+        version = self.show(ref)
+        for f in version.files:
+            if f.name == filename:
+                with self.blobs.open(f.digest) as handle:
+                    return handle.read()
+        return None
+
+    # -- pulling -----------------------------------------------------------------------------
+
+    def snapshot_dir(self, version: AdapterVersion) -> Path:
+        return self.settings.home / "snapshots" / version.namespace / version.name / str(version.number)
+
+    def pull(self, ref: str, *, output: str | Path | None = None, force: bool = False,
+             progress: Progress | None = None) -> Path:
+        """Materialise a version as a PEFT folder and return its path.
+
+        Without ``output`` the files go to (or are reused from) the hub's snapshot cache.
+        Raises ``AdapterNotFound``, ``DestinationNotEmpty`` (use ``force``), ``IntegrityError``.
+        """
+        version = self.show(ref)
+        if output is None:
+            folder = self.snapshot_dir(version)
+            if snapshot_complete(folder, version):
+                return folder
+            force = True
+        else:
+            folder = Path(output)
+        write_version_files(folder, version, lambda f, dest: self._copy_blob(f, dest, progress), force=force,
+                            marker=output is None)
+        return folder
+
+    def _copy_blob(self, file: VersionFileInfo, destination: Path, progress: Progress | None) -> None:
+        self.blobs.copy_to(file.digest, destination)
+        if progress:
+            progress(file.size)
+
+    # -- maintenance -------------------------------------------------------------------------
+
+    def _referenced_digests(self, session: Session) -> set[str]:
+        return set(session.scalars(select(VersionFile.blob_digest).distinct()).all())
+
+    def verify(self, ref: str | None = None) -> VerifyReport:
+        """Re-hash the blobs of one version (or of all) and report missing or corrupt ones."""
+        with self.db.reading() as session:
+            if ref is not None:
+                rows = [(str(AdapterRef.parse(ref)), f) for f in self._resolve(session, AdapterRef.parse(ref)).files]
+            else:
+                rows = [(f"{ns}/{n}@{num}", f) for ns, n, num, f in session.execute(
+                    select(Adapter.namespace, Adapter.name, Version.number, VersionFile)
+                    .join(Version, Version.adapter_id == Adapter.id).join(VersionFile)).all()]
+            referenced = self._referenced_digests(session)
+        problems, checked = [], {}
+        for shown_ref, f in rows:
+            if f.blob_digest not in checked:
+                checked[f.blob_digest] = self.blobs.verify(f.blob_digest)
+            if checked[f.blob_digest]:
+                problems.append({"ref": shown_ref, "file": f.filename, "digest": f.blob_digest,
+                                 "problem": checked[f.blob_digest]})
+        unreferenced = sum(1 for d in self.blobs.digests() if d not in referenced)
+        return VerifyReport(checked_files=len(rows), problems=problems,
+                            dead_temp_files=len(self.blobs.dead_temp_files()), unreferenced_blobs=unreferenced)
+
+    def gc(self, *, grace_seconds: float = GC_GRACE_SECONDS, dry_run: bool = False) -> GcReport:
+        """Remove blobs no version references and temp files of crashed writers.
+
+        Unreferenced blobs younger than ``grace_seconds`` are kept: a push running right now
+        may have stored them and not yet committed its transaction.
+        """
+        with self.db.reading() as session:
+            referenced = self._referenced_digests(session)
+        removed = kept = freed = 0
+        for digest in list(self.blobs.digests()):
+            if digest in referenced:
+                continue
+            if self.blobs.age_seconds(digest) < grace_seconds:
+                kept += 1
+                continue
+            freed += self.blobs.size(digest)
+            removed += 1
+            if not dry_run:
+                self.blobs.delete(digest)
+        temps = self.blobs.dead_temp_files()
+        for temp in temps:
+            freed += temp.stat().st_size
+            if not dry_run:
+                temp.unlink(missing_ok=True)
+        return GcReport(removed_blobs=removed, removed_temp_files=len(temps), freed_bytes=freed,
+                        kept_recent_blobs=kept)
+
+
+def _escape_like(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+
+
+SNAPSHOT_MARKER = ".loramgr-version"
+
+
+def snapshot_complete(folder: Path, version: AdapterVersion) -> bool:
+    marker = folder / SNAPSHOT_MARKER
+    return marker.is_file() and marker.read_text().strip() == version.digest
+
+
+def write_version_files(folder: Path, version: AdapterVersion,
+                        fetch: Callable[[VersionFileInfo, Path], None], *, force: bool,
+                        marker: bool = False) -> None:
+    """Write a version's files into ``folder``: each goes to a temp name, then is renamed, so a
+    reader never sees a half-written file. Refuses a non-empty folder unless ``force``.
+    ``marker`` records the version digest last, so a snapshot cache entry is known complete."""
+    folder = Path(folder)
+    if folder.exists() and not folder.is_dir():
+        raise DestinationNotEmpty(f"{folder} exists and is not a folder")
+    if folder.is_dir() and any(folder.iterdir()) and not force:
+        raise DestinationNotEmpty(f"{folder} is not empty: pass --force to overwrite its adapter files")
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / SNAPSHOT_MARKER).unlink(missing_ok=True)
+    for file in version.files:
+        temp = folder / f".{file.name}.{os.getpid()}.part"
+        try:
+            fetch(file, temp)
+            os.replace(temp, folder / file.name)
+        finally:
+            temp.unlink(missing_ok=True)
+    if marker:
+        (folder / SNAPSHOT_MARKER).write_text(version.digest + "\n")
+
