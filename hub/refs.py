@@ -18,7 +18,7 @@ LATEST = "latest"
 
 def check_part(value: str, what: str) -> str:
     """Return ``value`` if it is a valid namespace, name or tag, else raise ``InvalidName``."""
-    if not isinstance(value, str) or not _PART.match(value) or ".." in value:
+    if not isinstance(value, str) or not _PART.fullmatch(value) or ".." in value:
         shown = value.encode("unicode_escape").decode() if isinstance(value, str) else repr(value)
         raise InvalidName(
             f"invalid {what} {shown!r}: use 1-64 letters, digits, '.', '_' or '-', "

@@ -34,3 +34,7 @@ def home(tmp_path, monkeypatch):
     monkeypatch.delenv("LORAMGR_DATABASE_URL", raising=False)
     monkeypatch.delenv("LORAMGR_REMOTE", raising=False)
     return path
+
+
+# The throw-away PostgreSQL server (started by .ci/run, or here when `initdb` exists).
+pytest_plugins = ["tests.postgres"]
