@@ -7,17 +7,19 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import tempfile
 import time
+from datetime import datetime, timezone
 from pathlib import Path
-from typing import Callable, Iterable, Sequence
+from typing import Callable, Iterable, Mapping, Sequence
 
 from sqlalchemy import func, or_, select, update
 from sqlalchemy.exc import IntegrityError as SQLIntegrityError
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, selectinload
 
-from .adapter import convert_pickled_adapter, read_adapter
+from .adapter import ADAPTER_FILES, Manifest, convert_pickled_adapter, read_adapter
 from .blobs import LocalBlobStore
 from .db.engine import Database
 from .db.models import Adapter, Composition, LineageSource, Tag, Version, VersionFile
@@ -31,6 +33,7 @@ from .settings import Settings
 Progress = Callable[[int], None]
 SOURCES = ("pushed", "composed", "imported")
 GC_GRACE_SECONDS = 3600
+SHA256_HEX = re.compile(r"[0-9a-f]{64}")
 _WRITE_RETRIES = 8
 
 
@@ -40,6 +43,26 @@ def check_task(task: str) -> str:
     return task.strip()
 
 
+def check_push_arguments(name: str, task: str, tags: Sequence[str], source: str
+                         ) -> tuple[AdapterName, str, list[str]]:
+    """The checked (name, task, tags) of a push. Raises ``InvalidName``, ``InvalidArgument``."""
+    adapter_name = AdapterName.parse(name)
+    task = check_task(task)
+    tags = [check_part(t, "tag") for t in tags]
+    if LATEST in tags:
+        raise InvalidName("the tag 'latest' is managed by loramgr: it always names the newest version")
+    if source not in SOURCES:
+        raise InvalidArgument(f"invalid source {source!r}: one of {', '.join(SOURCES)}")
+    return adapter_name, task, tags
+
+
+def _base_model(manifest: Manifest, base: str | None, origin) -> str:
+    base_model = base or manifest.base_model
+    if not base_model:
+        raise InvalidArgument(f"{origin}: adapter_config.json names no base model; pass --base")
+    return base_model
+
+
 def version_digest(files: Iterable[tuple[str, str]]) -> str:
     """One digest for a version: over its sorted (file name, blob digest) pairs."""
     text = "".join(f"{name} {digest}\n" for name, digest in sorted(files))
@@ -47,16 +70,15 @@ def version_digest(files: Iterable[tuple[str, str]]) -> str:
 
 
 def open_blob_store(location: str):
+    """The blob store at ``location``: a local folder (or ``file://``), or ``s3://bucket/prefix``.
+    Raises ``InvalidArgument`` for another scheme."""
+    if location.startswith("s3://"):
+        from .blobs_s3 import S3BlobStore  # boto3 is an optional dependency (the `s3` extra)
+
+        return S3BlobStore.from_location(location)
     if "://" in location and not location.startswith("file://"):
-        raise InvalidArgument(f"unsupported blob store {location!r}: use a local folder")
+        raise InvalidArgument(f"unsupported blob store {location!r}: use a local folder or s3://bucket/prefix")
     return LocalBlobStore(location.removeprefix("file://"))
-
-
-def _tracked(chunks: Iterable[bytes], progress: Progress | None) -> Iterable[bytes]:
-    for chunk in chunks:
-        if progress:
-            progress(len(chunk))
-        yield chunk
 
 
 class Registry:
@@ -83,13 +105,7 @@ class Registry:
         moves ``latest``. Raises ``InvalidAdapter``, ``PickleRefused``, ``InvalidName``,
         ``InvalidArgument`` (nothing is stored then).
         """
-        adapter_name = AdapterName.parse(name)
-        task = check_task(task)
-        tags = [check_part(t, "tag") for t in tags]
-        if LATEST in tags:
-            raise InvalidName("the tag 'latest' is managed by loramgr: it always names the newest version")
-        if source not in SOURCES:
-            raise InvalidArgument(f"invalid source {source!r}: one of {', '.join(SOURCES)}")
+        adapter_name, task, tags = check_push_arguments(name, task, tags, source)
         if examples is not None:
             check_examples_file(Path(examples))
         with tempfile.TemporaryDirectory(prefix="loramgr-push-") as scratch:
@@ -98,16 +114,58 @@ class Registry:
                     and (folder / "adapter_model.bin").exists():
                 folder = convert_pickled_adapter(folder, Path(scratch) / "converted")
             manifest = read_adapter(folder, digests=False)
-            base_model = base or manifest.base_model
-            if not base_model:
-                raise InvalidArgument(f"{path}: adapter_config.json names no base model; pass --base")
+            base_model = _base_model(manifest, base, path)
             sources = {f.name: folder / f.name for f in manifest.files}
             if examples is not None:
                 sources[EXAMPLES_FILE] = Path(examples)
             stored = {}
             for filename, file_path in sorted(sources.items()):
-                with open(file_path, "rb") as f:
-                    stored[filename] = self.blobs.put_chunks(_tracked(iter(lambda: f.read(1 << 23), b""), progress))
+                stored[filename] = self.blobs.put_file(file_path, progress=progress)
+        return self._commit(adapter_name, manifest, stored, base_model=base_model, task=task, tags=tags,
+                            description=description, source=source, lineage=lineage)
+
+    def push_stored(self, files: Mapping[str, str], *, name: str, task: str, base: str | None = None,
+                    tags: Sequence[str] = (), description: str | None = None, source: str = "pushed",
+                    lineage: Lineage | None = None) -> AdapterVersion:
+        """Register the next version of ``name`` from blobs already in the store (``files``:
+        file name -> sha256), as the server does once a client has uploaded them.
+
+        Validated exactly like ``push``: the blobs are put under their file names in a scratch
+        folder in the hub's home (linked, not copied, when the store is a local folder) and read
+        with ``read_adapter``; then one transaction registers the version. Raises
+        ``InvalidAdapter``, ``InvalidName``, ``InvalidArgument`` (a file name that is not an
+        adapter file, a malformed digest, a blob that is not in the store).
+        """
+        adapter_name, task, tags = check_push_arguments(name, task, tags, source)
+        files = dict(files)
+        for filename, digest in sorted(files.items()):
+            if filename not in ADAPTER_FILES:
+                raise InvalidArgument(f"{filename!r} is not an adapter file: one of {', '.join(ADAPTER_FILES)}")
+            if not isinstance(digest, str) or not SHA256_HEX.fullmatch(digest):
+                raise InvalidArgument(f"invalid sha256 {digest!r} for {filename}: expected 64 hex digits")
+            if not self.blobs.has(digest):
+                raise InvalidArgument(f"{filename} (sha256:{digest[:16]}) is not in the blob store: upload it first")
+        scratch_root = self.settings.home / "tmp"
+        scratch_root.mkdir(parents=True, exist_ok=True)
+        # The scratch folder lives in the home: a server writes nowhere else.
+        with tempfile.TemporaryDirectory(prefix="push-", dir=scratch_root) as scratch:
+            folder = Path(scratch)
+            for filename, digest in files.items():
+                local = self.blobs.path(digest)
+                if local is not None:
+                    os.symlink(local, folder / filename)
+                else:
+                    self.blobs.copy_to(digest, folder / filename)
+            manifest = read_adapter(folder, digests=False)
+            base_model = _base_model(manifest, base, name)
+            stored = {filename: (digest, self.blobs.size(digest)) for filename, digest in files.items()}
+        return self._commit(adapter_name, manifest, stored, base_model=base_model, task=task, tags=tags,
+                            description=description, source=source, lineage=lineage)
+
+    def _commit(self, adapter_name: AdapterName, manifest: Manifest, stored: dict[str, tuple[str, int]], *,
+                base_model: str, task: str, tags: list[str], description: str | None, source: str,
+                lineage: Lineage | None) -> AdapterVersion:
+        """Register stored blobs as the next version, in one transaction."""
         digest = version_digest((n, d) for n, (d, _) in stored.items())
         record = dict(base_model=base_model, task=task, task_type=manifest.task_type, rank=manifest.rank,
                       alpha=float(manifest.alpha), target_modules="," + ",".join(manifest.target_modules) + ",",
@@ -157,11 +215,10 @@ class Registry:
             mode=lineage.mode, objective=lineage.objective, score=lineage.score, seed=lineage.seed,
             examples_digest=lineage.examples_digest, details=json.dumps(lineage.details, sort_keys=True))
         for position, source in enumerate(lineage.sources):
-            ref = AdapterRef.parse(source.ref)
             try:
-                source_version = self._resolve(session, ref)
-            except AdapterNotFound:
-                source_version = None
+                source_version = self._resolve(session, AdapterRef.parse(source.ref))
+            except (AdapterNotFound, InvalidName):
+                source_version = None  # a local folder, or a version since removed: kept as text
             version.sources.append(LineageSource(
                 position=position, source_ref=source.ref, weight=float(source.weight),
                 source_version_id=source_version.id if source_version else None,
@@ -250,7 +307,7 @@ class Registry:
             target_modules=[t for t in version.target_modules.split(",") if t], task_type=version.task_type,
             dtype=version.dtype, param_count=version.param_count, byte_size=version.byte_size,
             digest=version.digest, source=version.source, description=version.description,
-            created_at=version.created_at.isoformat(timespec="seconds") if version.created_at else "",
+            created_at=_utc_iso(version.created_at),
             tags=[t.tag for t in version.tags],
             files=[VersionFileInfo(f.filename, f.blob_digest, f.size) for f in version.files],
             lineage=lineage)
@@ -411,11 +468,20 @@ class Registry:
                 self.blobs.delete(digest)
         temps = self.blobs.dead_temp_files()
         for temp in temps:
-            freed += temp.stat().st_size
+            freed += self.blobs.temp_size(temp)
             if not dry_run:
-                temp.unlink(missing_ok=True)
+                self.blobs.remove_temp(temp)
         return GcReport(removed_blobs=removed, removed_temp_files=len(temps), freed_bytes=freed,
                         kept_recent_blobs=kept)
+
+
+def _utc_iso(moment: datetime | None) -> str:
+    """``2026-01-31T12:00:00+00:00`` from every backend: SQLite hands back naive datetimes
+    (stored as UTC), PostgreSQL aware ones in the session's time zone."""
+    if moment is None:
+        return ""
+    moment = moment.replace(tzinfo=timezone.utc) if moment.tzinfo is None else moment.astimezone(timezone.utc)
+    return moment.isoformat(timespec="seconds")
 
 
 def _escape_like(text: str) -> str:

@@ -62,4 +62,5 @@ def registry(ctx: click.Context):
     return root.meta["loramgr.registry"]
 
 
-from . import db_commands, registry_commands  # noqa: E402,F401  (registers the commands)
+from . import compose_command, db_commands, registry_commands  # noqa: E402,F401  (registers the commands)
+from . import check_command  # noqa: E402,F401  (registers `loramgr check`)

@@ -64,3 +64,16 @@ def byte_progress(description: str, total: int | None, *, quiet: bool) -> Iterat
 
     with tqdm(total=total, unit="B", unit_scale=True, desc=description, file=sys.stderr, leave=False) as bar:
         yield bar.update
+
+
+def quiet_libraries() -> None:
+    """Keep transformers' and PEFT's loading bars and deprecation chatter off the terminal:
+    the CLI prints its own progress, and errors must stay one line."""
+    import warnings
+
+    import transformers
+
+    transformers.utils.logging.set_verbosity_error()
+    transformers.utils.logging.disable_progress_bar()
+    warnings.filterwarnings("ignore", category=FutureWarning)
+    warnings.filterwarnings("ignore", category=UserWarning, module="peft")

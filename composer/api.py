@@ -1,0 +1,34 @@
+"""The composer's public functions, re-exported as ``loramgr.compose`` and ``loramgr.load_adapter``.
+
+Both accept ``hub=`` (a ``loramgr.Hub``, or a registry) for refs and registration; without it
+they open the registry that ``LORAMGR_*`` configures.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from loramgr.hub.connect import open_registry
+from loramgr.hub.settings import Settings
+
+from . import compose as _compose
+
+
+def _registry(hub):
+    if hub is None:
+        return open_registry(Settings.load())
+    return getattr(hub, "backend", hub)
+
+
+def compose(model, candidates, examples, *, hub=None, **options) -> _compose.Composition:
+    """See ``loramgr.composer.compose.compose``; ``hub`` resolves refs and registers ``name``."""
+    needs_hub = options.get("name") or any(not Path(str(c)).is_dir() for c in candidates
+                                           if not isinstance(c, _compose.Candidate))
+    registry = _registry(hub) if needs_hub or hub is not None else None
+    return _compose.compose(model, candidates, examples, registry=registry, **options)
+
+
+def load_adapter(base_model, adapter, *, hub=None, **options):
+    """A ``peft.PeftModel``: ``base_model`` with ``adapter`` (a folder or a hub ref) applied."""
+    registry = None if Path(str(adapter)).is_dir() else _registry(hub)
+    return _compose.load_adapter(base_model, adapter, registry=registry, **options)

@@ -1,0 +1,114 @@
+"""compose end to end: hub candidates, search, export, registration with lineage, CLI errors."""
+
+import json
+
+import pytest
+import torch
+from click.testing import CliRunner
+
+from loramgr.cli import main
+from loramgr.composer.compose import compose
+from loramgr.composer.examples import Example
+from loramgr.composer.objective import few_shot_loss, tokenize_examples
+from loramgr.hub.registry import Registry
+from loramgr.hub.settings import Settings
+
+from .. import factories
+
+ROWS_A = [("abc", "cba"), ("dog", "god"), ("xyz", "zyx"), ("fox", "xof"), ("lazy", "yzal"), ("quick", "kciuq")]
+ROWS_B = [("abc", "ABC"), ("dog", "DOG"), ("xyz", "XYZ"), ("fox", "FOX"), ("lazy", "LAZY"), ("quick", "QUICK")]
+
+
+@pytest.fixture
+def registry(home):
+    registry = Registry(Settings.load(home=str(home)))
+    yield registry
+    registry.close()
+
+
+def register_pool(registry, base_dir, tmp_path, *, ranks=(4, 8)):
+    for index, (task, rows) in enumerate((("reverse", ROWS_A), ("upper", ROWS_B))):
+        adapter = factories.make_lora(base_dir, tmp_path / task, r=ranks[index], seed=index, init_scale=0.3)
+        examples = factories.write_examples(tmp_path / f"{task}.jsonl", rows)
+        registry.push(adapter, name=f"lab/{task}", task=task, examples=examples)
+
+
+@pytest.mark.parametrize("family", ["llama", "t5"])
+def test_exported_adapter_reproduces_the_searched_loss(family, registry, tmp_path, request):
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM, AutoModelForSeq2SeqLM, AutoTokenizer
+
+    base_dir = request.getfixturevalue(f"{family}_dir")
+    register_pool(registry, base_dir, tmp_path)
+    examples = [Example(i, o) for i, o in ROWS_A[:3] + ROWS_B[:3]]
+    result = compose(str(base_dir), ["lab/reverse", "lab/upper"], examples, shots=None, budget=12, seed=1,
+                     output=tmp_path / "out", name="lab/composed", registry=registry)
+    assert result.search.evaluations == 12 and len(result.weights) == 2
+
+    auto = AutoModelForSeq2SeqLM if family == "t5" else AutoModelForCausalLM
+    tokenizer = AutoTokenizer.from_pretrained(base_dir)
+    loaded = PeftModel.from_pretrained(auto.from_pretrained(base_dir), tmp_path / "out").eval()
+    batch = tokenize_examples(loaded, tokenizer, examples)
+    assert few_shot_loss(loaded, batch) == pytest.approx(result.loss, abs=1e-4)
+    assert result.loss <= result.base_loss
+
+    version = registry.show("lab/composed")
+    assert version.source == "composed" and version.task == "reverse+upper"
+    assert [s.ref for s in version.lineage.sources] == ["lab/reverse@1", "lab/upper@1"]
+    assert [s.weight for s in version.lineage.sources] == pytest.approx(list(result.weights))
+    assert version.lineage.seed == 1 and version.lineage.details["budget"] == 12
+    assert version.lineage.examples_digest == result.examples_digest
+
+
+def test_same_seed_same_weights_and_bytes(registry, llama_dir, tmp_path):
+    register_pool(registry, llama_dir, tmp_path)
+    examples = [{"input": i, "output": o} for i, o in ROWS_A]
+    runs = [compose(str(llama_dir), ["lab/reverse", "lab/upper"], examples, shots=4, budget=8, seed=7,
+                    output=tmp_path / f"run{k}", registry=registry) for k in range(2)]
+    assert runs[0].weights == runs[1].weights
+    for name in ("adapter_model.safetensors", "adapter_config.json", "README.md"):
+        assert (tmp_path / "run0" / name).read_bytes() == (tmp_path / "run1" / name).read_bytes()
+
+
+@pytest.fixture
+def cli(home):
+    runner = CliRunner()
+    return lambda *args: runner.invoke(main, [str(a) for a in args], catch_exceptions=False)
+
+
+def test_cli_compose_from_tasks_uses_registered_examples(cli, registry, llama_dir, tmp_path):
+    register_pool(registry, llama_dir, tmp_path)
+    result = cli("compose", "--tasks", "reverse,upper", "--model", llama_dir, "--shots", "2", "--budget", "6",
+                 "--name", "lab/ru", "--json")
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    assert [m["source"] for m in data["modules"]] == ["lab/reverse@1", "lab/upper@1"]
+    assert data["examples"] == 4 and data["evaluations"] == 6
+    assert data["version"]["ref"] == "lab/ru@1"
+    table = cli("compose", "--tasks", "reverse,upper", "--model", llama_dir, "--budget", "3", "-o", tmp_path / "o")
+    assert "lab/reverse@1" in table.stdout and "composed" in table.stdout
+    assert (tmp_path / "o" / "adapter_model.safetensors").exists()
+
+
+def error_line(result) -> str:
+    assert result.exit_code == 1, result.output
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("Error: ") and "Traceback" not in result.output
+    return lines[0]
+
+
+def test_cli_compose_errors_register_nothing(cli, registry, llama_dir, t5_dir, tmp_path):
+    register_pool(registry, llama_dir, tmp_path)
+    run = lambda *args: cli("compose", "--model", llama_dir, "--budget", "2", "--name", "lab/x", *args)  # noqa: E731
+    assert "no adapters registered for task nope" in error_line(run("--tasks", "reverse,nope"))
+    assert "--mode delta" in error_line(run("--tasks", "reverse,upper", "--mode", "lorahub"))
+    assert "only 6 examples" in error_line(run("--tasks", "reverse", "--shots", "7"))
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"input": "a", "output": "b"}\n{"input": 3}\n')
+    assert "line 2" in error_line(run("--tasks", "reverse", "--examples", bad, "--shots", "1"))
+    assert "budget" in error_line(run("--tasks", "reverse", "--budget", "0"))
+    other = factories.make_lora(t5_dir, tmp_path / "t5lora")
+    registry.push(other, name="lab/t5-reverse", task="reverse")
+    assert "different base models" in error_line(run("--tasks", "reverse,upper"))
+    assert cli("compose", "--budget", "2").exit_code == 2  # neither --tasks nor --adapters
+    assert [v.ref for v in registry.search(source="composed")] == []
