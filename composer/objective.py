@@ -1,0 +1,204 @@
+"""The search objective: few-shot cross-entropy of the model plus LoraHub's L1 term.
+
+Examples are tokenised once into padded tensors on the model's device (``tokenize_examples``);
+every evaluation after that is one forward pass. The loss is the mean token cross-entropy over
+all label tokens of all examples (token-weighted, not a mean of per-example means).
+
+- seq2seq (``model.config.is_encoder_decoder``): the encoder reads the input, the labels are
+  the output's tokens as the tokenizer makes them (T5's tokenizer appends ``</s>``).
+- causal LM: each row is ``input + output + eos``; only the output and eos tokens count.
+"""
+
+from __future__ import annotations
+
+import inspect
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .errors import CompositionError, ExamplesError
+from .examples import Example
+from .injection import InjectedLora
+
+IGNORE = -100
+DEFAULT_L1 = 0.05  # LoraHub's default regularisation strength
+
+
+@dataclass(frozen=True, eq=False)
+class FewShotBatch:
+    """Tokenised examples, padded and on the model's device, ready for repeated forwards.
+
+    ``labels`` are aligned with the logits the model returns for ``model_inputs()``: for causal
+    LMs they are already shifted by one and cut to the kept positions (``logits_to_keep``).
+    ``label_positions`` indexes the scored entries of ``labels.flatten()``; ``label_ids`` holds
+    their token ids.
+    """
+
+    inputs: dict[str, torch.Tensor]
+    labels: torch.Tensor
+    is_encoder_decoder: bool
+    logits_to_keep: torch.Tensor | None = None
+    label_positions: torch.Tensor = field(init=False)
+    label_ids: torch.Tensor = field(init=False)
+
+    def __post_init__(self):
+        positions = (self.labels.flatten() != IGNORE).nonzero().flatten()
+        object.__setattr__(self, "label_positions", positions)
+        object.__setattr__(self, "label_ids", self.labels.flatten()[positions])
+
+    @property
+    def size(self) -> int:
+        return self.labels.shape[0]
+
+    @property
+    def label_tokens(self) -> int:
+        return self.label_positions.numel()
+
+    def model_inputs(self, replicas: int = 1) -> dict[str, torch.Tensor]:
+        """Keyword arguments for the model's forward, the batch repeated ``replicas`` times."""
+        inputs = {key: _repeat(value, replicas) for key, value in self.inputs.items()}
+        if self.logits_to_keep is not None:
+            inputs["logits_to_keep"] = self.logits_to_keep
+        return inputs
+
+
+def _repeat(t: torch.Tensor, times: int) -> torch.Tensor:
+    return t if times == 1 else t.repeat(times, *([1] * (t.ndim - 1)))
+
+
+def tokenize_examples(model: nn.Module, tokenizer, examples: Sequence[Example]) -> FewShotBatch:
+    """Tokenise ``examples`` once for ``model`` (seq2seq or causal LM, from its config).
+
+    Raises ``ExamplesError`` when there are no examples or no output token to score.
+    """
+    if not examples:
+        raise ExamplesError("no examples to score")
+    device = next(iter(model.parameters())).device
+    if getattr(model.config, "is_encoder_decoder", False):
+        batch = _tokenize_seq2seq(model, tokenizer, examples)
+    else:
+        batch = _tokenize_causal(model, tokenizer, examples)
+    inputs = {key: value.to(device) for key, value in batch.inputs.items()}
+    keep = None if batch.logits_to_keep is None else batch.logits_to_keep.to(device)
+    return FewShotBatch(inputs, batch.labels.to(device), batch.is_encoder_decoder, keep)
+
+
+def _tokenize_seq2seq(model: nn.Module, tokenizer, examples: Sequence[Example]) -> FewShotBatch:
+    source = tokenizer([e.input for e in examples], padding=True, return_tensors="pt")
+    target = tokenizer(text_target=[e.output for e in examples], padding=True, return_tensors="pt")
+    # Mask by the attention mask, not by pad id: T5's pad id is also its decoder start token.
+    labels = target["input_ids"].masked_fill(target["attention_mask"] == 0, IGNORE)
+    _require_targets(labels)
+    inputs = {"input_ids": source["input_ids"], "attention_mask": source["attention_mask"]}
+    if hasattr(model, "prepare_decoder_input_ids_from_labels"):
+        inputs["decoder_input_ids"] = model.prepare_decoder_input_ids_from_labels(labels=labels)
+    else:  # the model shifts the labels itself (and computes a loss we do not use)
+        inputs["labels"] = labels
+    return FewShotBatch(inputs, labels, True)
+
+
+def _tokenize_causal(model: nn.Module, tokenizer, examples: Sequence[Example]) -> FewShotBatch:
+    eos = [] if tokenizer.eos_token_id is None else [tokenizer.eos_token_id]
+    rows, targets = [], []
+    for example in examples:
+        # The input keeps the tokenizer's own special tokens (Llama's BOS); the output is plain text.
+        prompt = tokenizer(example.input)["input_ids"]
+        answer = tokenizer(example.output, add_special_tokens=False)["input_ids"] + eos
+        rows.append(prompt + answer)
+        targets.append([IGNORE] * len(prompt) + answer)
+    width = max(len(row) for row in rows)
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (eos or [0])[0]
+    # Right padding: positions of the real tokens stay 0..n-1 without passing position_ids.
+    input_ids = torch.tensor([row + [pad] * (width - len(row)) for row in rows])
+    attention_mask = torch.tensor([[1] * len(row) + [0] * (width - len(row)) for row in rows])
+    labels = torch.tensor([row + [IGNORE] * (width - len(row)) for row in targets])
+    _require_targets(labels)
+    # The logit at position t predicts token t + 1.
+    shifted = labels[:, 1:]
+    keep = None
+    if "logits_to_keep" in inspect.signature(model.forward).parameters:
+        # Only positions that predict a label token need the (vocabulary-sized) LM head.
+        keep = (shifted != IGNORE).any(dim=0).nonzero().flatten()
+        shifted = shifted[:, keep]
+    else:
+        shifted = F.pad(shifted, (0, 1), value=IGNORE)  # aligned with all `width` logits
+    inputs = {"input_ids": input_ids, "attention_mask": attention_mask}
+    return FewShotBatch(inputs, shifted, False, keep)
+
+
+def _require_targets(labels: torch.Tensor) -> None:
+    if not (labels != IGNORE).any():
+        raise ExamplesError("the examples have no output tokens to score")
+
+
+@contextmanager
+def _eval_mode(model: nn.Module):
+    # Dropout would make the objective noisy; restore the caller's mode afterwards.
+    was_training = model.training
+    if was_training:
+        model.eval()
+    try:
+        yield
+    finally:
+        if was_training:
+            model.train()
+
+
+def few_shot_losses(model: nn.Module, batch: FewShotBatch, replicas: int = 1) -> torch.Tensor:
+    """Mean token cross-entropy of each of ``replicas`` copies of the batch, as a float32 CPU
+    tensor of length ``replicas``. With an injected composite holding ``K`` candidates, pass
+    ``replicas=K`` to score them all in one forward.
+    """
+    with torch.inference_mode(), _eval_mode(model):
+        logits = model(**batch.model_inputs(replicas), use_cache=False).logits
+        # Only scored rows go through the (vocabulary-wide) log-softmax.
+        scored = logits.reshape(replicas, -1, logits.shape[-1])[:, batch.label_positions]
+        ce = F.cross_entropy(scored.flatten(0, 1).float(), batch.label_ids.repeat(replicas), reduction="none")
+        return ce.view(replicas, -1).mean(dim=1).cpu()
+
+
+def few_shot_loss(model: nn.Module, batch: FewShotBatch) -> float:
+    """Mean token cross-entropy of ``model`` on the batch (over all output tokens)."""
+    return float(few_shot_losses(model, batch)[0])
+
+
+def l1_penalty(weights, l1: float = DEFAULT_L1) -> np.ndarray | float:
+    """LoraHub's regulariser ``l1 * mean(|w|)``, over the last axis of ``weights``."""
+    penalty = l1 * np.abs(np.asarray(weights, dtype=np.float64)).mean(axis=-1)
+    return float(penalty) if np.ndim(penalty) == 0 else penalty
+
+
+@dataclass(frozen=True)
+class Score:
+    """The objective at one weight vector: ``loss = task_loss + l1 * mean(|w|)``."""
+
+    loss: float
+    task_loss: float
+
+
+class Objective:
+    """Scores weight vectors of an injected composite on a few-shot batch."""
+
+    def __init__(self, composite: InjectedLora, batch: FewShotBatch, *, l1: float = DEFAULT_L1):
+        if l1 < 0:
+            raise CompositionError(f"the L1 strength must be >= 0, got {l1}")
+        self.composite = composite
+        self.batch = batch
+        self.l1 = l1
+
+    def score(self, weights) -> Score:
+        """The objective at one weight vector (length ``n``)."""
+        return self.score_many(np.asarray(weights, dtype=np.float64).reshape(1, -1))[0]
+
+    def score_many(self, candidates) -> list[Score]:
+        """The objective at each row of ``candidates`` (``K x n``), in one batched forward."""
+        candidates = np.asarray(candidates, dtype=np.float64)
+        self.composite.set_candidate_weights(candidates)
+        task = few_shot_losses(self.composite.model, self.batch, replicas=len(candidates)).double().numpy()
+        penalty = l1_penalty(candidates, self.l1)
+        return [Score(float(t + p), float(t)) for t, p in zip(task, penalty)]

@@ -1,0 +1,161 @@
+"""Gradient-free search for adapter weights with nevergrad, LoraHub-style.
+
+The composite is injected into the model once; each step only sets new weights and runs one
+forward over the few-shot batch (``num_workers`` candidates share a forward).
+"""
+
+from __future__ import annotations
+
+import difflib
+import math
+import numbers
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Callable, Sequence
+
+import numpy as np
+import nevergrad as ng
+from torch import nn
+
+from .errors import CompositionError
+from .injection import MODES, inject_composite
+from .lora import LoraWeights
+from .objective import DEFAULT_L1, FewShotBatch, Objective
+
+DEFAULT_OPTIMIZER = "NGOpt"  # LoraHub's choice
+DEFAULT_BOUNDS = (-1.5, 1.5)
+# Re-scoring the winner alone must give the loss the search saw in a batch, up to float noise.
+_RESCORE_TOLERANCE = 1e-4
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """One scored candidate, in the order the search asked for them."""
+
+    weights: tuple[float, ...]
+    loss: float
+    task_loss: float
+
+
+@dataclass(frozen=True)
+class SearchResult:
+    """The best weights found and how the search went.
+
+    ``loss`` is the objective (task loss + L1 term) at ``weights``, re-scored on its own;
+    ``initial_loss`` is the objective at ``w = 0`` (the base model), scored before the search.
+    """
+
+    weights: tuple[float, ...]
+    loss: float
+    task_loss: float
+    initial_loss: float
+    history: tuple[Evaluation, ...]
+    evaluations: int
+    seconds: float
+    optimizer: str
+    seed: int
+
+
+def search_weights(model: nn.Module, adapters: Sequence[LoraWeights], examples_batch: FewShotBatch, *,
+                   mode: str = "lorahub", budget: int = 40, optimizer: str = DEFAULT_OPTIMIZER, seed: int = 0,
+                   l1: float = DEFAULT_L1, bounds: tuple[float, float] = DEFAULT_BOUNDS, num_workers: int = 1,
+                   callback: Callable[[int, float], None] | None = None) -> SearchResult:
+    """Search weights for ``adapters`` that minimise the few-shot loss plus ``l1 * mean|w|``.
+
+    ``budget`` candidates are scored (``num_workers`` per forward); the same seed and inputs
+    give the same weights. The best of the initial point (``w = 0``) and every candidate wins.
+    ``callback(evaluations_done, best_loss)`` is called after each forward. The model is left
+    as it was.
+
+    Raises ``CompositionError`` for a budget or worker count below 1, bad bounds, an unknown
+    optimizer (naming close matches) or mode, and whatever ``inject_composite`` raises.
+    """
+    _check_arguments(budget, num_workers, bounds, mode)
+    optimizer_class = _optimizer_class(optimizer)
+    n = len(adapters)
+    started = time.perf_counter()
+    with inject_composite(model, adapters, mode=mode) as composite, _metamodel_numpy_compat():
+        objective = Objective(composite, examples_batch, l1=l1)
+        initial = objective.score(np.zeros(n))
+        parametrization = ng.p.Array(init=np.zeros(n), lower=bounds[0], upper=bounds[1])
+        parametrization.random_state = np.random.RandomState(seed)
+        try:
+            search = optimizer_class(parametrization=parametrization, budget=budget, num_workers=num_workers)
+        except (ImportError, ValueError, TypeError) as exc:
+            raise CompositionError(f"optimizer {optimizer} cannot run here: {exc}") from exc
+        best_weights, best = np.zeros(n), initial
+        history: list[Evaluation] = []
+        while len(history) < budget:
+            asked = [search.ask() for _ in range(min(num_workers, budget - len(history)))]
+            candidates = np.stack([np.asarray(c.value, dtype=np.float64) for c in asked])
+            for candidate, values, score in zip(asked, candidates, objective.score_many(candidates)):
+                search.tell(candidate, score.loss)
+                history.append(Evaluation(tuple(values.tolist()), score.loss, score.task_loss))
+                if score.loss < best.loss:
+                    best_weights, best = values, score
+            if callback is not None:
+                callback(len(history), best.loss)
+        final = objective.score(best_weights)
+    _check_rescored(best.loss, final.loss)
+    return SearchResult(weights=tuple(best_weights.tolist()), loss=final.loss, task_loss=final.task_loss,
+                        initial_loss=initial.loss, history=tuple(history), evaluations=len(history),
+                        seconds=time.perf_counter() - started, optimizer=optimizer, seed=seed)
+
+
+def _check_arguments(budget: int, num_workers: int, bounds: tuple[float, float], mode: str) -> None:
+    if not isinstance(budget, numbers.Integral) or budget < 1:
+        raise CompositionError(f"the search budget must be a whole number >= 1, got {budget!r}")
+    if not isinstance(num_workers, numbers.Integral) or num_workers < 1:
+        raise CompositionError(f"num_workers must be a whole number >= 1, got {num_workers!r}")
+    low, high = bounds
+    if not (math.isfinite(low) and math.isfinite(high) and low < high):
+        raise CompositionError(f"bounds must be two finite numbers, low < high; got {bounds!r}")
+    if mode not in MODES:
+        raise CompositionError(f"unknown mode {mode!r}; choose one of {', '.join(MODES)}")
+
+
+def _optimizer_class(name: str):
+    registry = ng.optimizers.registry
+    if name in registry:
+        return registry[name]
+    by_lower = {key.lower(): key for key in registry}
+    close = difflib.get_close_matches(str(name).lower(), list(by_lower), n=5, cutoff=0.6)
+    hint = f"; did you mean {', '.join(by_lower[c] for c in close)}?" if close else \
+        f"; for example {DEFAULT_OPTIMIZER}, CMA, TwoPointsDE, OnePlusOne or RandomSearch"
+    raise CompositionError(f"unknown optimizer {name!r}{hint}")
+
+
+def _check_rescored(searched: float, rescored: float) -> None:
+    if abs(searched - rescored) > _RESCORE_TOLERANCE * max(1.0, abs(searched)):
+        raise CompositionError(
+            f"the objective is not reproducible: the search scored the best weights {searched:.6f}, "
+            f"scoring them again gave {rescored:.6f}; is the model deterministic (no dropout, eval mode)?")
+
+
+@contextmanager
+def _metamodel_numpy_compat():
+    """Let nevergrad's metamodel run with numpy >= 2.4 while a search runs.
+
+    nevergrad 1.0.12 (``optimization/metamodel.py``, ``learn_on_k_best``) calls ``float()`` on the
+    one-element array scikit-learn's ``predict`` returns; numpy 2.4 turned that deprecated
+    conversion into a ``TypeError``, which crashes NGOpt after a dozen evaluations in low
+    dimension. Shadowing ``float`` in that module only restores the old conversion; it is
+    undone after the search so nothing else sees it.
+    """
+    from nevergrad.optimization import metamodel
+
+    if "float" in vars(metamodel):  # already shadowed by an enclosing search
+        yield
+        return
+    metamodel.float = _float_of_one_element
+    try:
+        yield
+    finally:
+        del metamodel.float
+
+
+def _float_of_one_element(value) -> float:
+    if isinstance(value, np.ndarray) and value.size == 1:
+        return float(value.item())
+    return float(value)
