@@ -39,7 +39,9 @@ def search_progress(budget: int, *, quiet: bool):
 @click.option("--budget", type=int, default=40, show_default=True, help="Candidate weight vectors to score.")
 @click.option("--mode", type=click.Choice(["delta", "lorahub"]), default="delta", show_default=True,
               help="delta: exact weighted sum of updates (any ranks); lorahub: factor-wise mix (equal shapes).")
-@click.option("--rank", type=click.IntRange(min=1), help="Re-compress the result to this rank (SVD).")
+@click.option("--rank", "--max-rank", "rank", type=click.IntRange(min=1),
+              help="Re-compress the result to at most this rank (SVD from the factors), e.g. to fit a "
+                   "serving stack's max LoRA rank; the truncation error is reported.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seeds the example choice and the search.")
 @click.option("--optimizer", default="NGOpt", show_default=True, help="A nevergrad optimizer name.")
 @click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True,

@@ -112,3 +112,16 @@ def test_cli_compose_errors_register_nothing(cli, registry, llama_dir, t5_dir, t
     assert "different base models" in error_line(run("--tasks", "reverse,upper"))
     assert cli("compose", "--budget", "2").exit_code == 2  # neither --tasks nor --adapters
     assert [v.ref for v in registry.search(source="composed")] == []
+
+
+def test_cli_compose_max_rank_recompresses_to_fit(cli, registry, llama_dir, tmp_path):
+    register_pool(registry, llama_dir, tmp_path, ranks=(8, 16))
+    result = cli("compose", "--tasks", "reverse,upper", "--model", llama_dir, "--budget", "4", "--max-rank", "8",
+                 "-o", tmp_path / "small", "--json")
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    config = json.loads((tmp_path / "small" / "adapter_config.json").read_text())
+    assert data["rank"] == config["r"] == 8
+    if any(abs(w) > 0 for w in (m["weight"] for m in data["modules"])):
+        assert data["truncation_error"] is not None
+    assert cli("check", tmp_path / "small", "--for", "vllm").exit_code == 0
