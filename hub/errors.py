@@ -101,6 +101,20 @@ class PayloadTooLarge(LoramgrError):
     http_status = 413
 
 
+class RequestTimeout(LoramgrError, TimeoutError):
+    """A client stopped sending or reading for longer than the server's timeout."""
+
+    code = "request_timeout"
+    http_status = 408
+
+
+class RangeNotSatisfiable(LoramgrError):
+    """A download asked for bytes outside the blob."""
+
+    code = "range_not_satisfiable"
+    http_status = 416
+
+
 class RemoteError(LoramgrError, ConnectionError):
     """The remote hub could not be reached or answered something unexpected."""
 

@@ -56,7 +56,8 @@ def check_push_arguments(name: str, task: str, tags: Sequence[str], source: str
     return adapter_name, task, tags
 
 
-def _base_model(manifest: Manifest, base: str | None, origin) -> str:
+def base_model_of(manifest: Manifest, base: str | None, origin) -> str:
+    """The base model of a push: ``base`` or the config's. Raises ``InvalidArgument`` if neither."""
     base_model = base or manifest.base_model
     if not base_model:
         raise InvalidArgument(f"{origin}: adapter_config.json names no base model; pass --base")
@@ -114,7 +115,7 @@ class Registry:
                     and (folder / "adapter_model.bin").exists():
                 folder = convert_pickled_adapter(folder, Path(scratch) / "converted")
             manifest = read_adapter(folder, digests=False)
-            base_model = _base_model(manifest, base, path)
+            base_model = base_model_of(manifest, base, path)
             sources = {f.name: folder / f.name for f in manifest.files}
             if examples is not None:
                 sources[EXAMPLES_FILE] = Path(examples)
@@ -144,7 +145,8 @@ class Registry:
             if not isinstance(digest, str) or not SHA256_HEX.fullmatch(digest):
                 raise InvalidArgument(f"invalid sha256 {digest!r} for {filename}: expected 64 hex digits")
             if not self.blobs.has(digest):
-                raise InvalidArgument(f"{filename} (sha256:{digest[:16]}) is not in the blob store: upload it first")
+                raise InvalidArgument(f"{filename} (sha256:{digest[:16]}) is not in the blob store: "
+                                      "upload it first")
         scratch_root = self.settings.home / "tmp"
         scratch_root.mkdir(parents=True, exist_ok=True)
         # The scratch folder lives in the home: a server writes nowhere else.
@@ -157,7 +159,7 @@ class Registry:
                 else:
                     self.blobs.copy_to(digest, folder / filename)
             manifest = read_adapter(folder, digests=False)
-            base_model = _base_model(manifest, base, name)
+            base_model = base_model_of(manifest, base, name)
             stored = {filename: (digest, self.blobs.size(digest)) for filename, digest in files.items()}
         return self._commit(adapter_name, manifest, stored, base_model=base_model, task=task, tags=tags,
                             description=description, source=source, lineage=lineage)

@@ -15,14 +15,16 @@ from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import create_engine, event, inspect
-from sqlalchemy.engine import Engine
+from sqlalchemy import create_engine, event, inspect, text
+from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from ..errors import DatabaseBehind, DatabaseError
 
 SQLITE_BUSY_TIMEOUT_S = 60
+# Key of the PostgreSQL advisory lock that makes concurrent migrations of one database take turns.
+MIGRATION_LOCK_KEY = 0x6C6F72616D6772  # "loramgr"
 
 
 def _migrations_dir() -> Path:
@@ -99,11 +101,10 @@ class Database:
 
     def upgrade(self) -> tuple[str | None, str]:
         """Apply every pending migration; returns (revision before, revision after)."""
-        before = self.current_revision()
         with self.write_engine.begin() as connection:
-            config = alembic_config()
-            config.attributes["connection"] = connection
-            command.upgrade(config, "head")
+            _lock_for_migration(connection)
+            before = MigrationContext.configure(connection).get_current_revision()
+            _upgrade(connection)
         return before, head_revision()
 
     def ensure_current(self) -> None:
@@ -111,16 +112,39 @@ class Database:
         try:
             revision = self.current_revision()
             if revision is None:
-                if inspect(self.write_engine).get_table_names():
-                    raise DatabaseBehind(f"{self.url} holds tables but no loramgr schema revision; "
-                                         "point LORAMGR_DATABASE_URL at an empty database")
-                self.upgrade()
+                self._initialise()
             elif revision != head_revision():
                 raise DatabaseBehind(f"the registry database is at schema revision {revision}, "
                                      f"this loramgr needs {head_revision()}: run `loramgr db upgrade`")
         except OperationalError as exc:
             raise DatabaseError(f"cannot open the metadata store: {exc.orig}") from None
 
+    def _initialise(self) -> None:
+        """Create the schema in an empty database. Several processes may open a fresh database
+        at once: they take turns (migration lock), and the later ones find the schema made."""
+        with self.write_engine.begin() as connection:
+            _lock_for_migration(connection)
+            if MigrationContext.configure(connection).get_current_revision() is not None:
+                return
+            if inspect(connection).get_table_names():
+                raise DatabaseBehind(f"{self.url} holds tables but no loramgr schema revision; "
+                                     "point LORAMGR_DATABASE_URL at an empty database")
+            _upgrade(connection)
+
     def dispose(self) -> None:
         self.read_engine.dispose()
         self.write_engine.dispose()
+
+
+def _lock_for_migration(connection: Connection) -> None:
+    """Serialise migrations until the transaction ends. SQLite needs nothing: the write
+    engine's transactions start with BEGIN IMMEDIATE. PostgreSQL: a transaction-scoped
+    advisory lock (DDL alone would race: two CREATE TABLEs of one name both start)."""
+    if connection.dialect.name == "postgresql":
+        connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK_KEY})
+
+
+def _upgrade(connection: Connection) -> None:
+    config = alembic_config()
+    config.attributes["connection"] = connection
+    command.upgrade(config, "head")

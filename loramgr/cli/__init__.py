@@ -64,3 +64,4 @@ def registry(ctx: click.Context):
 
 from . import compose_command, db_commands, registry_commands  # noqa: E402,F401  (registers the commands)
 from . import check_command  # noqa: E402,F401  (registers `loramgr check`)
+from . import serve_commands  # noqa: E402,F401  (registers `loramgr serve` and `loramgr token`)

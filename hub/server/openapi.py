@@ -1,0 +1,163 @@
+"""The OpenAPI 3.1 description served at ``/openapi.json``, written by hand (the app is plain
+Starlette). A test checks that every route of the app is described here and nothing else.
+"""
+
+from __future__ import annotations
+
+from importlib.metadata import version as package_version
+
+from ..errors import all_error_classes
+
+_JSON = "application/json"
+_BLOB = "application/octet-stream"
+
+
+def _ref(name: str) -> dict:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def _json(schema: dict, description: str) -> dict:
+    return {"description": description, "content": {_JSON: {"schema": schema}}}
+
+
+_ERROR_TEXTS = {400: "invalid name, argument or body", 401: "no token, an unknown or a revoked one",
+                403: "the token may not write here", 404: "no such adapter, version, tag or blob",
+                408: "the client stopped sending", 413: "the body is over the hub's limit",
+                416: "the range is outside the blob", 422: "not a valid PEFT LoRA adapter",
+                503: "the metadata store failed"}
+
+
+def _errors(*statuses: int) -> dict:
+    return {str(s): {"$ref": f"#/components/responses/Error{s}"} for s in statuses}
+
+
+def _param(name: str, where: str, schema: dict, description: str, required: bool = False) -> dict:
+    return {"name": name, "in": where, "required": required or where == "path", "schema": schema,
+            "description": description}
+
+
+_STRING = {"type": "string"}
+_INT = {"type": "integer"}
+_REF_PARAM = _param("ref", "path", _STRING, "NS/NAME, NS/NAME@VERSION or NS/NAME:TAG")
+_NAME_PARAMS = [_param("namespace", "path", _STRING, "namespace"), _param("name", "path", _STRING, "adapter name")]
+_DIGEST_PARAM = _param("digest", "path", {"type": "string", "pattern": "^[0-9a-f]{64}$"}, "sha256 of the blob")
+_VERSIONS = _json({"type": "object",
+                   "properties": {"versions": {"type": "array", "items": _ref("AdapterVersion")}}},
+                  "versions, newest first")
+_READ = [{}, {"bearer": []}]  # public-read hubs need no token
+_WRITE = [{"bearer": []}]
+
+
+def _paths() -> dict:
+    return {
+        "/openapi.json": {"get": {"summary": "This description", "security": [{}],
+                                  "responses": {"200": _json({"type": "object"}, "OpenAPI document")}}},
+        "/api/info": {"get": {"summary": "Version, access mode and limits (also the health check)",
+                              "security": [{}], "responses": {"200": _json(_ref("Info"), "hub info")}}},
+        "/api/search": {"get": {
+            "summary": "Versions matching every filter, newest first (registry.search)", "security": _READ,
+            "parameters": [_param("base", "query", _STRING, "base model, exactly"),
+                           _param("task", "query", {"type": "array", "items": _STRING}, "task (repeatable)"),
+                           _param("rank", "query", _INT, "rank, exactly"),
+                           _param("min_rank", "query", _INT, "rank at least"),
+                           _param("max_rank", "query", _INT, "rank at most"),
+                           _param("target", "query", _STRING, "a target module name"),
+                           _param("query", "query", _STRING, "text in namespace, name, task, description"),
+                           _param("source", "query", {"enum": ["pushed", "composed", "imported"]}, "how made"),
+                           _param("all_versions", "query", {"type": "boolean"}, "not only each adapter's newest"),
+                           _param("limit", "query", {"oneOf": [_INT, {"const": "none"}]}, "default 100")],
+            "responses": {"200": _VERSIONS, **_errors(400, 401)}}},
+        "/api/adapters": {"get": {
+            "summary": "The latest version of every adapter (registry.ls)", "security": _READ,
+            "parameters": [_param("namespace", "query", _STRING, "only this namespace")],
+            "responses": {"200": _VERSIONS, **_errors(400, 401)}}},
+        "/api/adapters/{namespace}/{name}/versions": {
+            "parameters": _NAME_PARAMS,
+            "get": {"summary": "Every version of one adapter (registry.versions)", "security": _READ,
+                    "responses": {"200": _VERSIONS, **_errors(400, 401, 404)}},
+            "post": {"summary": "Register the next version from uploaded blobs (the push commit)",
+                     "security": _WRITE,
+                     "requestBody": {"required": True, "content": {_JSON: {"schema": _ref("Commit")}}},
+                     "responses": {"201": _json(_ref("AdapterVersion"), "the new version"),
+                                   **_errors(400, 401, 403, 413, 422, 503)}}},
+        "/api/versions/{ref}": {
+            "parameters": [_REF_PARAM],
+            "get": {"summary": "One version (registry.show)", "security": _READ,
+                    "responses": {"200": _json(_ref("AdapterVersion"), "the version"), **_errors(400, 401, 404)}},
+            "delete": {"summary": "Remove one version (registry.rm)", "security": _WRITE,
+                       "responses": {"200": _json(_ref("AdapterVersion"), "the removed version"),
+                                     **_errors(400, 401, 403, 404)}}},
+        "/api/versions/{ref}/tags": {
+            "parameters": [_REF_PARAM],
+            "post": {"summary": "Point a tag at the version (registry.tag)", "security": _WRITE,
+                     "requestBody": {"required": True, "content": {_JSON: {"schema": {
+                         "type": "object", "required": ["tag"], "properties": {"tag": _STRING}}}}},
+                     "responses": {"200": _json(_ref("AdapterVersion"), "the tagged version"),
+                                   **_errors(400, 401, 403, 404)}}},
+        "/api/verify": {"get": {
+            "summary": "Re-hash the blobs of one version (a read), or of all (needs a write token for '*')",
+            "security": _READ, "parameters": [_param("ref", "query", _STRING, "one version; default all")],
+            "responses": {"200": _json({"type": "object"}, "VerifyReport"), **_errors(400, 401, 403, 404)}}},
+        "/api/gc": {"post": {
+            "summary": "Remove unreferenced blobs (registry.gc); needs a write token for '*'", "security": _WRITE,
+            "requestBody": {"content": {_JSON: {"schema": {"type": "object", "properties": {
+                "grace_seconds": {"type": "number"}, "dry_run": {"type": "boolean"}}}}}},
+            "responses": {"200": _json({"type": "object"}, "GcReport"), **_errors(400, 401, 403)}}},
+        "/api/blobs/{digest}": {
+            "parameters": [_DIGEST_PARAM],
+            "head": {"summary": "Whether the hub has the blob, and its size", "security": _READ,
+                     "responses": {"200": {"description": "present"}, **_errors(400, 401, 404)}},
+            "get": {"summary": "The blob's bytes; Range (one range) and If-Range answer 206", "security": _READ,
+                    "parameters": [_param("Range", "header", _STRING, "bytes=START- or bytes=START-END"),
+                                   _param("If-Range", "header", _STRING, "the ETag (quoted digest)")],
+                    "responses": {"200": {"description": "the whole blob", "content": {_BLOB: {}}},
+                                  "206": {"description": "the requested range", "content": {_BLOB: {}}},
+                                  **_errors(400, 401, 404, 416)}},
+            "put": {"summary": "Upload a blob; stored only if its bytes hash to the digest", "security": _WRITE,
+                    "requestBody": {"required": True, "content": {_BLOB: {}}},
+                    "responses": {"201": _json({"type": "object", "properties": {
+                        "digest": _STRING, "size": _INT}}, "stored"), **_errors(400, 401, 403, 408, 413)}}},
+    }
+
+
+def _schemas() -> dict:
+    version_file = {"type": "object", "properties": {"name": _STRING, "digest": _STRING, "size": _INT}}
+    return {
+        "Error": {"type": "object", "required": ["error"], "properties": {"error": {
+            "type": "object", "required": ["code", "message"],
+            "properties": {"code": {"type": "string", "enum": sorted(
+                {c.code for c in all_error_classes()} | {"unknown_endpoint", "method_not_allowed", "internal"})},
+                "message": _STRING}}}},
+        "Info": {"type": "object", "properties": {"service": _STRING, "version": _STRING,
+                                                  "public_read": {"type": "boolean"}, "max_upload_bytes": _INT,
+                                                  "max_json_bytes": _INT}},
+        "AdapterVersion": {"type": "object", "properties": {
+            "ref": _STRING, "namespace": _STRING, "name": _STRING, "number": _INT, "base_model": _STRING,
+            "task": _STRING, "rank": _INT, "alpha": {"type": "number"},
+            "target_modules": {"type": "array", "items": _STRING}, "task_type": {"type": ["string", "null"]},
+            "dtype": _STRING, "param_count": _INT, "byte_size": _INT, "digest": _STRING, "source": _STRING,
+            "description": {"type": ["string", "null"]}, "created_at": _STRING,
+            "tags": {"type": "array", "items": _STRING}, "files": {"type": "array", "items": version_file},
+            "lineage": {"type": ["object", "null"]}}},
+        "Commit": {"type": "object", "required": ["task", "files"], "properties": {
+            "task": _STRING, "base": {"type": ["string", "null"]}, "tags": {"type": "array", "items": _STRING},
+            "description": {"type": ["string", "null"]},
+            "files": {"type": "object", "additionalProperties": _STRING,
+                      "description": "file name -> sha256 of a blob already uploaded"},
+            "source": {"enum": ["pushed", "composed", "imported"]}, "lineage": {"type": ["object", "null"]}}},
+    }
+
+
+def openapi_document() -> dict:
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": "loramgr hub", "version": package_version("loramgr"),
+                 "description": "A registry of PEFT LoRA adapters. Errors: " + '{"error": {"code", "message"}}.'},
+        "paths": _paths(),
+        "components": {
+            "schemas": _schemas(),
+            "responses": {f"Error{s}": _json(_ref("Error"), text) for s, text in _ERROR_TEXTS.items()},
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer",
+                                           "description": "a token from `loramgr token create`"}},
+        },
+    }
