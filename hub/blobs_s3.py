@@ -71,15 +71,17 @@ class S3BlobStore:
         self._temp_root = f"{root}tmp/"
 
     @classmethod
-    def from_location(cls, location: str, environ: Mapping[str, str] | None = None, **options) -> "S3BlobStore":
-        """The store for ``s3://bucket[/prefix]``; the endpoint comes from ``environ``
+    def from_location(cls, location: str, environ: Mapping[str, str] | None = None, *,
+                      endpoint_url: str | None = None, **options) -> "S3BlobStore":
+        """The store for ``s3://bucket[/prefix]``; the endpoint is ``endpoint_url`` (from
+        ``LORAMGR_S3_ENDPOINT_URL`` via Settings), else AWS's own variables in ``environ``
         (default ``os.environ``). Raises ``InvalidArgument`` for a malformed location or when
         boto3 is not installed."""
         environ = os.environ if environ is None else environ
         if not location.startswith("s3://"):
             raise InvalidArgument(f"not an S3 location: {location!r} (use s3://bucket/prefix)")
         bucket, _, prefix = location.removeprefix("s3://").partition("/")
-        endpoint = (environ.get("LORAMGR_S3_ENDPOINT_URL") or environ.get("AWS_ENDPOINT_URL_S3")
+        endpoint = (endpoint_url or environ.get("LORAMGR_S3_ENDPOINT_URL") or environ.get("AWS_ENDPOINT_URL_S3")
                     or environ.get("AWS_ENDPOINT_URL") or None)
         return cls(bucket, prefix, endpoint_url=endpoint, **options)
 

@@ -70,13 +70,13 @@ def version_digest(files: Iterable[tuple[str, str]]) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
-def open_blob_store(location: str):
+def open_blob_store(location: str, *, s3_endpoint_url: str | None = None):
     """The blob store at ``location``: a local folder (or ``file://``), or ``s3://bucket/prefix``.
     Raises ``InvalidArgument`` for another scheme."""
     if location.startswith("s3://"):
         from .blobs_s3 import S3BlobStore  # boto3 is an optional dependency (the `s3` extra)
 
-        return S3BlobStore.from_location(location)
+        return S3BlobStore.from_location(location, endpoint_url=s3_endpoint_url)
     if "://" in location and not location.startswith("file://"):
         raise InvalidArgument(f"unsupported blob store {location!r}: use a local folder or s3://bucket/prefix")
     return LocalBlobStore(location.removeprefix("file://"))
@@ -89,7 +89,7 @@ class Registry:
         self.settings = settings or Settings.load()
         self.db = Database(self.settings.database_url)
         self.db.ensure_current()
-        self.blobs = open_blob_store(self.settings.store)
+        self.blobs = open_blob_store(self.settings.store, s3_endpoint_url=self.settings.s3_endpoint_url)
 
     def close(self) -> None:
         self.db.dispose()

@@ -17,7 +17,10 @@ SETTINGS = [
                              "(default: the platform's user data folder)"),
     ("database_url", "LORAMGR_DATABASE_URL", "SQLAlchemy URL of the metadata store "
                                              "(default: sqlite:///$LORAMGR_HOME/registry.db)"),
-    ("store", "LORAMGR_STORE", "blob store location (default: $LORAMGR_HOME/blobs)"),
+    ("store", "LORAMGR_STORE", "blob store: a folder, or s3://bucket/prefix for S3-compatible object "
+                               "storage (default: $LORAMGR_HOME/blobs)"),
+    ("s3_endpoint_url", "LORAMGR_S3_ENDPOINT_URL", "endpoint of an S3-compatible server for an s3:// store "
+                                                   "(default: AWS_ENDPOINT_URL, else AWS itself)"),
     ("remote", "LORAMGR_REMOTE", "URL of a `loramgr serve` hub; when set, commands go there"),
     ("token", "LORAMGR_TOKEN", "bearer token for the remote hub"),
 ]
@@ -30,6 +33,7 @@ class Settings:
     store: str
     remote: str | None = None
     token: str | None = None
+    s3_endpoint_url: str | None = None
 
     @classmethod
     def load(cls, environ: Mapping[str, str] | None = None, **flags) -> "Settings":
@@ -46,6 +50,7 @@ class Settings:
             store=values["store"] or str(home / "blobs"),
             remote=(values["remote"] or None) and values["remote"].rstrip("/"),
             token=values["token"],
+            s3_endpoint_url=values["s3_endpoint_url"],
         )
 
     def with_(self, **changes) -> "Settings":
