@@ -84,7 +84,8 @@ def compose(model, candidates: Sequence[Candidate | str | Path], examples, *, to
             optimizer: str = DEFAULT_OPTIMIZER, l1: float = DEFAULT_L1, num_workers: int = 1,
             rank: int | None = None, output: str | Path | None = None, name: str | None = None,
             task: str | None = None, registry=None, base_model: str | None = None,
-            device: str | None = None, progress: Callable[[int, float], None] | None = None) -> Composition:
+            device: str | None = None, overwrite: bool = False,
+            progress: Callable[[int, float], None] | None = None) -> Composition:
     """Find weights for ``candidates`` that minimise the base model's loss on ``examples``,
     then merge them into one PEFT adapter.
 
@@ -93,6 +94,7 @@ def compose(model, candidates: Sequence[Candidate | str | Path], examples, *, to
     ``examples``: a JSONL path or a list; ``shots`` of them are used (all when None).
     ``output`` writes the adapter there; ``name`` (with ``registry``) also pushes it as a
     ``composed`` version with its lineage. ``rank`` re-compresses the merged adapter.
+    ``overwrite`` lets ``output`` replace an earlier adapter there.
 
     Raises ``CompositionError`` and its subclasses (``IncompatibleAdapters``, ``ExamplesError``,
     ``UnsupportedAdapter``) and the hub's errors for refs and names; nothing is registered then.
@@ -143,7 +145,8 @@ def compose(model, candidates: Sequence[Candidate | str | Path], examples, *, to
         card = {"name": name, "sources": [c.ref or c.label for c in chosen], "weights": list(found.weights),
                 "mode": mode, "score": found.task_loss, "objective": "few_shot_loss", "seed": seed,
                 "examples_digest": digest, "budget": budget, "optimizer": optimizer}
-        export_adapter(combined, folder, base_model=base_model, task_type=task_type, card=card)
+        export_adapter(combined, folder, base_model=base_model, task_type=task_type, card=card,
+                       overwrite=overwrite)
         version = None
         if name is not None:
             version = registry.push(folder, name=name, task=task or "+".join(dict.fromkeys(

@@ -8,7 +8,8 @@ For every target module ``m`` (a linear layer), the injected model computes
   with each rank row weighted by its adapter's ``w_i``. A module missing from an adapter
   contributes nothing.
 - ``lorahub``: ``delta_m(w) x = (sum_i w_i s_i B_i) ((sum_i w_i A_i) x)`` — LoraHub's
-  factor-wise mix, with each adapter's scaling folded into ``B``. Needs equal shapes.
+  factor-wise mix, with each adapter's scaling folded into ``B``. Needs equal shapes where
+  a module is present; an adapter without the module is left out of both sums.
 
 Changing ``w`` never touches the model: it writes into a few small tensors (the weights and,
 per module, the mixed factors). Several weight vectors ("candidates") can be scored in one
@@ -64,24 +65,28 @@ class _DeltaTerm:
 class _LorahubTerm:
     """``lorahub`` mode for one module: the factors mixed by ``w`` once per weight update."""
 
-    def __init__(self, A: torch.Tensor, B: torch.Tensor):
+    def __init__(self, A: torch.Tensor, B: torch.Tensor, owner: torch.Tensor):
         n, self.r, self.d_in = A.shape
         self.d_out = B.shape[1]
         self.A_flat = A.reshape(n, -1)  # (n, r*in)
         self.B_flat = B.reshape(n, -1)  # (n, out*r), scalings already folded in
+        self.owner = owner  # (n,) index of each stacked adapter in w
+        self.present_weights = torch.empty(0)
         self.A_mix = torch.empty(0)
         self.B_mix = torch.empty(0)
 
     def update(self, W: torch.Tensor) -> None:
         K = W.shape[0]
-        if self.A_mix.shape[:1] != (K,):
+        if self.A_mix.shape[:1] != (K,):  # allocate only when the candidate count changes
+            self.present_weights = W.new_empty(K, self.owner.numel())
             self.A_mix = W.new_empty(K, self.r * self.d_in)
             self.B_mix = W.new_empty(K, self.d_out * self.r)
-        torch.matmul(W, self.A_flat, out=self.A_mix)
-        torch.matmul(W, self.B_flat, out=self.B_mix)
+        torch.index_select(W, 1, self.owner, out=self.present_weights)
+        torch.matmul(self.present_weights, self.A_flat, out=self.A_mix)
+        torch.matmul(self.present_weights, self.B_flat, out=self.B_mix)
 
     def state_tensors(self) -> list[torch.Tensor]:
-        return [self.A_mix, self.B_mix]
+        return [self.present_weights, self.A_mix, self.B_mix]
 
     def add(self, base: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         K = x.shape[0]
@@ -151,8 +156,12 @@ class InjectedLora:
         return [self._weights] + [t for term in self._terms.values() for t in term.state_tensors()]
 
     def _update_terms(self) -> None:
+        on_device = {self._weights.device: self._weights}
         for term in self._terms.values():
-            term.update(self._weights)
+            device = term.owner.device
+            if device not in on_device:
+                on_device[device] = self._weights.to(device)
+            term.update(on_device[device])
 
     def _hook(self, term):
         def add_delta(module, args, kwargs, output):
@@ -202,30 +211,27 @@ def inject_composite(model: nn.Module, adapters: Sequence[LoraWeights], *, mode:
     paths = sorted({path for adapter in adapters for path in adapter.modules})
     if mode == "lorahub":
         _check_equal_shapes(adapters, labels, paths)
-    terms = {}
-    for path in paths:
-        layer = _linear_layer(model, path, labels, adapters)
-        device = layer.weight.device
-        present = [(i, adapter.modules[path]) for i, adapter in enumerate(adapters) if path in adapter.modules]
-        for i, factors in present:
-            _check_fits(layer, path, factors, labels[i])
-
-        def f32(t):
-            return t.to(device=device, dtype=torch.float32)
-
-        if mode == "delta":
-            A = torch.cat([f32(f.A) for _, f in present])
-            B = torch.cat([f32(f.B) * f.scaling for _, f in present], dim=1)
-            owner = torch.cat([torch.full((f.rank,), i, dtype=torch.long) for i, f in present]).to(device)
-            terms[path] = _DeltaTerm(A, B, owner)
-        else:
-            A = torch.stack([f32(f.A) for _, f in present])
-            B = torch.stack([f32(f.B) * f.scaling for _, f in present])
-            terms[path] = _LorahubTerm(A, B)
+    terms = {path: _term(mode, model, path, adapters, labels) for path in paths}
     device = next(iter(model.parameters())).device
     injected = InjectedLora(model, terms, mode=mode, labels=labels, device=device)
     _INJECTED[model] = injected
     return injected
+
+
+def _term(mode: str, model: nn.Module, path: str, adapters: Sequence[LoraWeights],
+          labels: list[str]) -> _DeltaTerm | _LorahubTerm:
+    layer = _linear_layer(model, path, labels, adapters)
+    device = layer.weight.device  # each term lives with its layer (models split over devices)
+    present = [(i, adapter.modules[path]) for i, adapter in enumerate(adapters) if path in adapter.modules]
+    for i, factors in present:
+        _check_fits(layer, path, factors, labels[i])
+    As = [f.A.to(device=device, dtype=torch.float32) for _, f in present]
+    Bs = [f.B.to(device=device, dtype=torch.float32) * f.scaling for _, f in present]
+    if mode == "delta":
+        owner = torch.cat([torch.full((f.rank,), i, dtype=torch.long) for i, f in present]).to(device)
+        return _DeltaTerm(torch.cat(As), torch.cat(Bs, dim=1), owner)
+    owner = torch.tensor([i for i, _ in present], device=device)
+    return _LorahubTerm(torch.stack(As), torch.stack(Bs), owner)
 
 
 def _linear_layer(model: nn.Module, path: str, labels: list[str], adapters: Sequence[LoraWeights]) -> nn.Module:
@@ -234,10 +240,10 @@ def _linear_layer(model: nn.Module, path: str, labels: list[str], adapters: Sequ
         layer = model.get_submodule(path)
     except AttributeError:
         raise IncompatibleAdapters(f"{owners}: module {path} is not in the model; "
-                                   "was the adapter trained for another base model?") from None
+                                   "was the adapter trained for another base model?", module=path) from None
     if not (isinstance(layer, nn.Linear) or type(layer).__name__ == "Conv1D"):
         raise UnsupportedAdapter(f"{owners}: module {path} is a {type(layer).__name__}; "
-                                 "only linear layers can be composed")
+                                 "only linear layers can be composed", module=path)
     return layer
 
 
@@ -248,21 +254,18 @@ def _check_fits(layer: nn.Module, path: str, factors, label: str) -> None:
     if tuple(factors.A.shape) != (r, d_in) or tuple(factors.B.shape) != (d_out, r):
         raise IncompatibleAdapters(
             f"{label}: module {path} has lora_A {tuple(factors.A.shape)} and lora_B {tuple(factors.B.shape)}, "
-            f"but the model's layer maps {d_in} to {d_out} features; was it trained for another base model?")
+            f"but the model's layer maps {d_in} to {d_out} features; was it trained for another base model?",
+            module=path)
 
 
 def _check_equal_shapes(adapters: Sequence[LoraWeights], labels: list[str], paths: list[str]) -> None:
-    first, first_label = adapters[0], labels[0]
     for path in paths:
-        for adapter, label in zip(adapters, labels):
-            if path not in adapter.modules or path not in first.modules:
-                has, lacks = (label, first_label) if path not in first.modules else (first_label, label)
+        present = [(label, adapter.modules[path]) for label, adapter in zip(labels, adapters)
+                   if path in adapter.modules]
+        (first_label, first), *rest = present
+        for label, factors in rest:
+            if factors.A.shape != first.A.shape or factors.B.shape != first.B.shape:
                 raise IncompatibleAdapters(
-                    f"lorahub mode needs every adapter on the same modules: {path} is in {has} but not in "
-                    f"{lacks}; use --mode delta to combine different target modules")
-            a, b = adapter.modules[path], first.modules[path]
-            if a.A.shape != b.A.shape or a.B.shape != b.B.shape:
-                raise IncompatibleAdapters(
-                    f"lorahub mode needs equal shapes: module {path} has lora_A {tuple(b.A.shape)} in "
-                    f"{first_label} but {tuple(a.A.shape)} in {label}; use --mode delta to combine "
-                    "different ranks")
+                    f"lorahub mode needs equal shapes: module {path} has lora_A {tuple(first.A.shape)} in "
+                    f"{first_label} but {tuple(factors.A.shape)} in {label}; use --mode delta to combine "
+                    "different ranks", module=path)

@@ -1,12 +1,13 @@
 """The search objective: few-shot cross-entropy of the model plus LoraHub's L1 term.
 
-Examples are tokenised once into padded tensors on the model's device (``tokenize_examples``);
-every evaluation after that is one forward pass. The loss is the mean token cross-entropy over
+Examples are tokenised once into tensors on the model's device (``tokenize_examples``); every
+evaluation after that is one forward pass. The loss is the mean token cross-entropy over
 all label tokens of all examples (token-weighted, not a mean of per-example means).
 
 - seq2seq (``model.config.is_encoder_decoder``): the encoder reads the input, the labels are
   the output's tokens as the tokenizer makes them (T5's tokenizer appends ``</s>``).
-- causal LM: each row is ``input + output + eos``; only the output and eos tokens count.
+- causal LM: each example is ``input + output + eos``; only the output and eos tokens count.
+  Examples are packed into one row when the model allows it (no compute spent on padding).
 """
 
 from __future__ import annotations
@@ -31,7 +32,8 @@ DEFAULT_L1 = 0.05  # LoraHub's default regularisation strength
 
 @dataclass(frozen=True, eq=False)
 class FewShotBatch:
-    """Tokenised examples, padded and on the model's device, ready for repeated forwards.
+    """Tokenised examples on the model's device (padded rows, or one packed row), ready for
+    repeated forwards.
 
     ``labels`` are aligned with the logits the model returns for ``model_inputs()``: for causal
     LMs they are already shifted by one and cut to the kept positions (``logits_to_keep``).
@@ -53,15 +55,17 @@ class FewShotBatch:
 
     @property
     def size(self) -> int:
+        """Rows in one replica of the batch (1 when the examples are packed)."""
         return self.labels.shape[0]
 
     @property
     def label_tokens(self) -> int:
         return self.label_positions.numel()
 
-    def model_inputs(self, replicas: int = 1) -> dict[str, torch.Tensor]:
+    def model_inputs(self, replicas: int = 1) -> dict:
         """Keyword arguments for the model's forward, the batch repeated ``replicas`` times."""
-        inputs = {key: _repeat(value, replicas) for key, value in self.inputs.items()}
+        # No cache: it is wasted work here, and with one transformers skips packed-sequence masks.
+        inputs = {key: _repeat(value, replicas) for key, value in self.inputs.items()} | {"use_cache": False}
         if self.logits_to_keep is not None:
             inputs["logits_to_keep"] = self.logits_to_keep
         return inputs
@@ -71,8 +75,12 @@ def _repeat(t: torch.Tensor, times: int) -> torch.Tensor:
     return t if times == 1 else t.repeat(times, *([1] * (t.ndim - 1)))
 
 
-def tokenize_examples(model: nn.Module, tokenizer, examples: Sequence[Example]) -> FewShotBatch:
+def tokenize_examples(model: nn.Module, tokenizer, examples: Sequence[Example], *, pack: bool = True) -> FewShotBatch:
     """Tokenise ``examples`` once for ``model`` (seq2seq or causal LM, from its config).
+
+    For a causal LM the examples are packed into one row without padding (position ids restart
+    at each example) when the model supports that and, checked once here, the packed batch gives
+    the padded batch's loss; ``pack=False`` always pads. Padding costs compute on every forward.
 
     Raises ``ExamplesError`` when there are no examples or no output token to score.
     """
@@ -80,9 +88,11 @@ def tokenize_examples(model: nn.Module, tokenizer, examples: Sequence[Example]) 
         raise ExamplesError("no examples to score")
     device = next(iter(model.parameters())).device
     if getattr(model.config, "is_encoder_decoder", False):
-        batch = _tokenize_seq2seq(model, tokenizer, examples)
-    else:
-        batch = _tokenize_causal(model, tokenizer, examples)
+        return _to_device(_tokenize_seq2seq(model, tokenizer, examples), device)
+    return _tokenize_causal(model, tokenizer, examples, device, pack)
+
+
+def _to_device(batch: FewShotBatch, device) -> FewShotBatch:
     inputs = {key: value.to(device) for key, value in batch.inputs.items()}
     keep = None if batch.logits_to_keep is None else batch.logits_to_keep.to(device)
     return FewShotBatch(inputs, batch.labels.to(device), batch.is_encoder_decoder, keep)
@@ -102,7 +112,7 @@ def _tokenize_seq2seq(model: nn.Module, tokenizer, examples: Sequence[Example]) 
     return FewShotBatch(inputs, labels, True)
 
 
-def _tokenize_causal(model: nn.Module, tokenizer, examples: Sequence[Example]) -> FewShotBatch:
+def _tokenize_causal(model: nn.Module, tokenizer, examples: Sequence[Example], device, pack: bool) -> FewShotBatch:
     eos = [] if tokenizer.eos_token_id is None else [tokenizer.eos_token_id]
     rows, targets = [], []
     for example in examples:
@@ -111,24 +121,55 @@ def _tokenize_causal(model: nn.Module, tokenizer, examples: Sequence[Example]) -
         answer = tokenizer(example.output, add_special_tokens=False)["input_ids"] + eos
         rows.append(prompt + answer)
         targets.append([IGNORE] * len(prompt) + answer)
-    width = max(len(row) for row in rows)
+    parameters = inspect.signature(model.forward).parameters
+    keep_logits = "logits_to_keep" in parameters
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (eos or [0])[0]
+    padded = _padded_causal(rows, targets, pad, keep_logits, device)
+    if pack and len(rows) > 1 and "position_ids" in parameters:
+        packed = _packed_causal(rows, targets, keep_logits, device)
+        if _same_loss(model, padded, packed):
+            return packed
+    return padded
+
+
+def _padded_causal(rows, targets, pad: int, keep_logits: bool, device) -> FewShotBatch:
+    width = max(len(row) for row in rows)
     # Right padding: positions of the real tokens stay 0..n-1 without passing position_ids.
-    input_ids = torch.tensor([row + [pad] * (width - len(row)) for row in rows])
-    attention_mask = torch.tensor([[1] * len(row) + [0] * (width - len(row)) for row in rows])
-    labels = torch.tensor([row + [IGNORE] * (width - len(row)) for row in targets])
-    _require_targets(labels)
-    # The logit at position t predicts token t + 1.
-    shifted = labels[:, 1:]
+    inputs = {"input_ids": torch.tensor([row + [pad] * (width - len(row)) for row in rows], device=device),
+              "attention_mask": torch.tensor([[1] * len(row) + [0] * (width - len(row)) for row in rows],
+                                             device=device)}
+    # The logit at position t predicts token t + 1 of the same row.
+    next_tokens = [target[1:] + [IGNORE] * (width - len(target) + 1) for target in targets]
+    return _causal_batch(inputs, torch.tensor(next_tokens, device=device), keep_logits)
+
+
+def _packed_causal(rows, targets, keep_logits: bool, device) -> FewShotBatch:
+    # transformers reads restarting position ids without an attention mask as packed sequences
+    # and keeps each example's attention to itself.
+    inputs = {"input_ids": torch.tensor([[t for row in rows for t in row]], device=device),
+              "position_ids": torch.tensor([[p for row in rows for p in range(len(row))]], device=device)}
+    # An example's last position predicts nothing: the next token belongs to the next example.
+    next_tokens = [[t for target in targets for t in target[1:] + [IGNORE]]]
+    return _causal_batch(inputs, torch.tensor(next_tokens, device=device), keep_logits)
+
+
+def _causal_batch(inputs: dict[str, torch.Tensor], next_tokens: torch.Tensor, keep_logits: bool) -> FewShotBatch:
+    _require_targets(next_tokens)
     keep = None
-    if "logits_to_keep" in inspect.signature(model.forward).parameters:
-        # Only positions that predict a label token need the (vocabulary-sized) LM head.
-        keep = (shifted != IGNORE).any(dim=0).nonzero().flatten()
-        shifted = shifted[:, keep]
-    else:
-        shifted = F.pad(shifted, (0, 1), value=IGNORE)  # aligned with all `width` logits
-    inputs = {"input_ids": input_ids, "attention_mask": attention_mask}
-    return FewShotBatch(inputs, shifted, False, keep)
+    if keep_logits:
+        # Only positions that predict a scored token need the (vocabulary-wide) LM head.
+        keep = (next_tokens != IGNORE).any(dim=0).nonzero().flatten()
+        next_tokens = next_tokens[:, keep]
+    return FewShotBatch(inputs, next_tokens, False, keep)
+
+
+def _same_loss(model: nn.Module, padded: FewShotBatch, packed: FewShotBatch) -> bool:
+    # A model that ignores packing lets examples attend to each other: its loss changes.
+    try:
+        expected, got = few_shot_loss(model, padded), few_shot_loss(model, packed)
+    except (TypeError, ValueError, RuntimeError, IndexError):
+        return False
+    return abs(expected - got) <= 1e-4 * max(1.0, abs(expected))
 
 
 def _require_targets(labels: torch.Tensor) -> None:
@@ -155,7 +196,7 @@ def few_shot_losses(model: nn.Module, batch: FewShotBatch, replicas: int = 1) ->
     ``replicas=K`` to score them all in one forward.
     """
     with torch.inference_mode(), _eval_mode(model):
-        logits = model(**batch.model_inputs(replicas), use_cache=False).logits
+        logits = model(**batch.model_inputs(replicas)).logits
         # Only scored rows go through the (vocabulary-wide) log-softmax.
         scored = logits.reshape(replicas, -1, logits.shape[-1])[:, batch.label_positions]
         ce = F.cross_entropy(scored.flatten(0, 1).float(), batch.label_ids.repeat(replicas), reduction="none")

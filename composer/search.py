@@ -55,6 +55,7 @@ class SearchResult:
     seconds: float
     optimizer: str
     seed: int
+    mode: str
 
 
 def search_weights(model: nn.Module, adapters: Sequence[LoraWeights], examples_batch: FewShotBatch, *,
@@ -68,10 +69,11 @@ def search_weights(model: nn.Module, adapters: Sequence[LoraWeights], examples_b
     ``callback(evaluations_done, best_loss)`` is called after each forward. The model is left
     as it was.
 
-    Raises ``CompositionError`` for a budget or worker count below 1, bad bounds, an unknown
-    optimizer (naming close matches) or mode, and whatever ``inject_composite`` raises.
+    Raises ``CompositionError`` for a budget or worker count below 1, bad bounds, a negative
+    ``l1``, an unknown optimizer (naming close matches) or mode, and whatever
+    ``inject_composite`` raises.
     """
-    _check_arguments(budget, num_workers, bounds, mode)
+    _check_arguments(budget, num_workers, bounds, mode, l1)
     optimizer_class = _optimizer_class(optimizer)
     n = len(adapters)
     started = time.perf_counter()
@@ -84,35 +86,65 @@ def search_weights(model: nn.Module, adapters: Sequence[LoraWeights], examples_b
             search = optimizer_class(parametrization=parametrization, budget=budget, num_workers=num_workers)
         except (ImportError, ValueError, TypeError) as exc:
             raise CompositionError(f"optimizer {optimizer} cannot run here: {exc}") from exc
-        best_weights, best = np.zeros(n), initial
-        history: list[Evaluation] = []
-        while len(history) < budget:
-            asked = [search.ask() for _ in range(min(num_workers, budget - len(history)))]
-            candidates = np.stack([np.asarray(c.value, dtype=np.float64) for c in asked])
-            for candidate, values, score in zip(asked, candidates, objective.score_many(candidates)):
-                search.tell(candidate, score.loss)
-                history.append(Evaluation(tuple(values.tolist()), score.loss, score.task_loss))
-                if score.loss < best.loss:
-                    best_weights, best = values, score
-            if callback is not None:
-                callback(len(history), best.loss)
+        try:
+            best_weights, best, history = _run(search, objective, initial, budget, num_workers, callback)
+        finally:
+            _stop_optimizer_threads(search)
         final = objective.score(best_weights)
     _check_rescored(best.loss, final.loss)
     return SearchResult(weights=tuple(best_weights.tolist()), loss=final.loss, task_loss=final.task_loss,
                         initial_loss=initial.loss, history=tuple(history), evaluations=len(history),
-                        seconds=time.perf_counter() - started, optimizer=optimizer, seed=seed)
+                        seconds=time.perf_counter() - started, optimizer=optimizer, seed=seed, mode=mode)
 
 
-def _check_arguments(budget: int, num_workers: int, bounds: tuple[float, float], mode: str) -> None:
+def _run(search, objective: Objective, initial, budget: int, num_workers: int, callback):
+    """Ask, score (``num_workers`` per forward) and tell until the budget is spent; return the
+    best weights (``w = 0`` unless a candidate beats it), their score and every evaluation."""
+    best_weights, best = np.zeros(objective.composite.num_adapters), initial
+    history: list[Evaluation] = []
+    while len(history) < budget:
+        asked = [search.ask() for _ in range(min(num_workers, budget - len(history)))]
+        candidates = np.stack([np.asarray(c.value, dtype=np.float64) for c in asked])
+        for candidate, values, score in zip(asked, candidates, objective.score_many(candidates)):
+            search.tell(candidate, score.loss)
+            history.append(Evaluation(tuple(values.tolist()), score.loss, score.task_loss))
+            if score.loss < best.loss:
+                best_weights, best = values, score
+        if callback is not None:
+            callback(len(history), best.loss)
+    return best_weights, best, history
+
+
+def _stop_optimizer_threads(search) -> None:
+    """Stop the threads of nevergrad's scipy-based optimizers (Cobyla, Powell, ... also inside
+    NGOpt): each waits for its next score and is only stopped when the optimizer is garbage
+    collected, which a traceback kept after an error or Ctrl-C prevents — and a waiting
+    non-daemon thread keeps the process from exiting."""
+    seen, stack = set(), [search]
+    while stack:
+        optimizer = stack.pop()
+        if id(optimizer) in seen:
+            continue
+        seen.add(id(optimizer))
+        thread = getattr(optimizer, "_messaging_thread", None)
+        if thread is not None:
+            thread.stop()
+        stack.extend(value for value in vars(optimizer).values() if isinstance(value, ng.optimizers.base.Optimizer))
+
+
+def _check_arguments(budget: int, num_workers: int, bounds: tuple[float, float], mode: str, l1: float) -> None:
     if not isinstance(budget, numbers.Integral) or budget < 1:
         raise CompositionError(f"the search budget must be a whole number >= 1, got {budget!r}")
     if not isinstance(num_workers, numbers.Integral) or num_workers < 1:
         raise CompositionError(f"num_workers must be a whole number >= 1, got {num_workers!r}")
     low, high = bounds
-    if not (math.isfinite(low) and math.isfinite(high) and low < high):
-        raise CompositionError(f"bounds must be two finite numbers, low < high; got {bounds!r}")
+    if not (math.isfinite(low) and math.isfinite(high) and low <= 0 <= high and low < high):
+        # The search starts from w = 0, the base model.
+        raise CompositionError(f"bounds must be two finite numbers with low <= 0 <= high, low < high; got {bounds!r}")
     if mode not in MODES:
         raise CompositionError(f"unknown mode {mode!r}; choose one of {', '.join(MODES)}")
+    if not (math.isfinite(l1) and l1 >= 0):
+        raise CompositionError(f"the L1 strength must be a number >= 0, got {l1!r}")
 
 
 def _optimizer_class(name: str):

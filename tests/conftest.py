@@ -38,3 +38,11 @@ def home(tmp_path, monkeypatch):
 
 # The throw-away PostgreSQL server (started by .ci/run, or here when `initdb` exists).
 pytest_plugins = ["tests.postgres"]
+
+
+@pytest.fixture(scope="session")
+def small_lab(tmp_path_factory):
+    """The offline lab at its small size (seconds to build), built once per session."""
+    from loramgr.examples.lab.build import build_lab
+
+    return build_lab(tmp_path_factory.mktemp("small-lab"), size="small", seed=0)

@@ -62,6 +62,7 @@ def registry(ctx: click.Context):
     return root.meta["loramgr.registry"]
 
 
-from . import compose_command, db_commands, registry_commands  # noqa: E402,F401  (registers the commands)
+from . import compose_command, db_commands, demo_command, registry_commands  # noqa: E402,F401  (registers the commands)
 from . import check_command  # noqa: E402,F401  (registers `loramgr check`)
 from . import serve_commands  # noqa: E402,F401  (registers `loramgr serve` and `loramgr token`)
+from . import hf_commands  # noqa: E402,F401  (registers `loramgr import` and `loramgr export`)

@@ -95,19 +95,38 @@ def test_examples_digest_is_canonical_and_order_sensitive(tmp_path):
 
 # --- tokenisation and loss ------------------------------------------------------------------
 
-def test_causal_labels_cover_only_output_and_eos(llama):
+@pytest.mark.parametrize("pack", [True, False])
+def test_causal_labels_cover_only_output_and_eos(llama, pack):
     model, tokenizer = llama
-    batch = tokenize_examples(model, tokenizer, EXAMPLES)
+    batch = tokenize_examples(model, tokenizer, EXAMPLES, pack=pack)
     answers = [tokenizer(e.output, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
                for e in EXAMPLES]
     assert batch.label_tokens == sum(len(a) for a in answers)
-    for row, answer in zip(batch.labels.tolist(), answers):
-        assert [t for t in row if t != IGNORE] == answer
+    if pack:
+        assert batch.size == 1 and "attention_mask" not in batch.inputs
+        assert batch.label_ids.tolist() == [t for a in answers for t in a]
+    else:
+        assert batch.size == len(EXAMPLES)
+        for row, answer in zip(batch.labels.tolist(), answers):
+            assert [t for t in row if t != IGNORE] == answer
 
 
-def test_causal_loss_matches_a_hand_computed_loss_over_output_tokens(llama):
+def test_packing_falls_back_to_padding_when_the_model_mixes_examples(llama, monkeypatch):
+    import transformers.masking_utils as masking
+
     model, tokenizer = llama
+    padded = few_shot_loss(model, tokenize_examples(model, tokenizer, EXAMPLES, pack=False))
+    # Without packed-sequence detection, the examples in one row would attend to each other.
+    monkeypatch.setattr(masking, "find_packed_sequence_indices", lambda position_ids: None)
     batch = tokenize_examples(model, tokenizer, EXAMPLES)
+    assert batch.size == len(EXAMPLES) and "attention_mask" in batch.inputs
+    assert few_shot_loss(model, batch) == padded
+
+
+@pytest.mark.parametrize("pack", [True, False])
+def test_causal_loss_matches_a_hand_computed_loss_over_output_tokens(llama, pack):
+    model, tokenizer = llama
+    batch = tokenize_examples(model, tokenizer, EXAMPLES, pack=pack)
     total, count = 0.0, 0
     for example in EXAMPLES:  # one unpadded example at a time, full logits
         prompt = tokenizer(example.input)["input_ids"]
