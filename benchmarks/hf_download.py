@@ -83,11 +83,11 @@ def main() -> None:
             snapshots, pulls = [], []
             for repeat in range(args.repeats):
                 cache = root / f"hf-cache-{repeat}"
-                snapshots.append(timed(lambda: snapshot_download(  # noqa: B023 (called now)
+                snapshots.append(timed(lambda cache=cache: snapshot_download(
                     "bench/big", revision=str(version.number), endpoint=server.url, cache_dir=cache)))
                 shutil.rmtree(cache)
                 out = root / f"pull-{repeat}"
-                pulls.append(timed(lambda: hub.pull(version.ref, output=out)))  # noqa: B023 (called now)
+                pulls.append(timed(lambda out=out: hub.pull(version.ref, output=out)))
                 shutil.rmtree(out)
             hub.close()
         finally:

@@ -24,6 +24,7 @@ def test_every_setting_is_in_the_readme():
 
 def test_every_error_code_is_in_the_readme():
     import loramgr.composer.errors  # noqa: F401  (registers the composer's error classes)
+    import loramgr.examples.lab.manifest  # noqa: F401
     import loramgr.hub.server.errors  # noqa: F401
 
     for cls in all_error_classes():

@@ -103,6 +103,7 @@ def _paths() -> dict:
             "requestBody": {"content": {_JSON: {"schema": {"type": "object", "properties": {
                 "grace_seconds": {"type": "number"}, "dry_run": {"type": "boolean"}}}}}},
             "responses": {"200": _json({"type": "object"}, "GcReport"), **_errors(400, 401, 403)}}},
+        **_hf_paths(),
         "/api/blobs/{digest}": {
             "parameters": [_DIGEST_PARAM],
             "head": {"summary": "Whether the hub has the blob, and its size", "security": _READ,
@@ -117,6 +118,73 @@ def _paths() -> dict:
                     "requestBody": {"required": True, "content": {_BLOB: {}}},
                     "responses": {"201": _json({"type": "object", "properties": {
                         "digest": _STRING, "size": _INT}}, "stored"), **_errors(400, 401, 403, 408, 413)}}},
+    }
+
+
+_HF_REPO = "/api/models/{namespace}/{name}"
+_REVISION_PARAM = _param("revision", "path", _STRING,
+                         "main (the latest version), a version number, a tag or a commit id")
+_HF_ERRORS = {"description": "an error as HF clients read it: X-Error-Code (RepoNotFound, RevisionNotFound, "
+                             "EntryNotFound) and X-Error-Message headers",
+              "content": {_JSON: {"schema": _ref("HfError")}}}
+
+
+def _hf(summary: str, security: list, responses: dict, **more) -> dict:
+    return {"summary": summary, "tags": ["huggingface"], "security": security,
+            "responses": {**responses, "4XX": _HF_ERRORS}, **more}
+
+
+def _hf_paths() -> dict:
+    """The Hugging Face Hub API (``hf_api``), in the shapes huggingface_hub reads."""
+    info = _hf("Model info of a version (HfApi.model_info)", _READ,
+               {"200": _json(_ref("HfModelInfo"), "model info; sha is the version's commit id")},
+               parameters=[_param("blobs", "query", {"type": "boolean"}, "add size, blobId and lfs to siblings")])
+    tree = _hf("The files of a version (HfApi.list_repo_tree)", _READ,
+               {"200": _json({"type": "array", "items": {"type": "object"}}, "tree entries, all files at the root")},
+               parameters=[_param("recursive", "query", {"type": "boolean"}, "ignored: there are no folders"),
+                           _param("expand", "query", {"type": "boolean"}, "add lastCommit")])
+    ndjson = "application/x-ndjson"
+    return {
+        "/api/repos/create": {"post": _hf(
+            "Check a new repo's name and token (HfApi.create_repo); the adapter appears with its first commit",
+            _WRITE, {"200": _json({"type": "object", "properties": {"url": _STRING}}, "the repo URL"),
+                     "409": _json(_ref("HfError"), "the adapter exists (create_repo(exist_ok=True) accepts it)")},
+            requestBody={"required": True, "content": {_JSON: {"schema": {"type": "object", "properties": {
+                "name": _STRING, "organization": _STRING, "type": {"const": "model"},
+                "private": {"type": "boolean"}}}}}})},
+        "/api/validate-yaml": {"post": _hf(
+            "Check README.md's YAML metadata block, as upload_folder does first", _READ,
+            {"200": _json({"type": "object"}, "valid")},
+            requestBody={"required": True, "content": {_JSON: {"schema": {"type": "object", "properties": {
+                "content": _STRING, "repoType": _STRING}}}}})},
+        _HF_REPO: {"parameters": _NAME_PARAMS, "get": info},
+        _HF_REPO + "/revision/{revision}": {"parameters": [*_NAME_PARAMS, _REVISION_PARAM], "get": info},
+        _HF_REPO + "/tree/{revision}": {"parameters": [*_NAME_PARAMS, _REVISION_PARAM], "get": tree},
+        _HF_REPO + "/tree/{revision}/{path}": {
+            "parameters": [*_NAME_PARAMS, _REVISION_PARAM, _param("path", "path", _STRING, "a folder")],
+            "get": _hf("A folder of a version: always EntryNotFound, an adapter has none", _READ, {})},
+        _HF_REPO + "/preupload/{revision}": {"parameters": [*_NAME_PARAMS, _REVISION_PARAM], "post": _hf(
+            "How to send each file: always 'regular' (base64 in the commit); non-adapter files 'shouldIgnore'; "
+            "a file identical to the head's gets its oid (not sent again). revision: main", _WRITE,
+            {"200": _json({"type": "object"}, "files with uploadMode, shouldIgnore, oid")},
+            requestBody={"required": True, "content": {_JSON: {"schema": {"type": "object"}}}})},
+        _HF_REPO + "/commit/{revision}": {"parameters": [*_NAME_PARAMS, _REVISION_PARAM], "post": _hf(
+            "Apply a commit to the latest version's files and register the result as the next version, after "
+            "the same validation as a push. Task: a 'task: NAME' line in the description, else loramgr.task in "
+            "README.md's metadata, else the previous version's, else 'unspecified'. revision: main", _WRITE,
+            {"200": _json({"type": "object", "properties": {"commitOid": _STRING, "commitUrl": _STRING}},
+                          "the new version's commit (the head's when nothing changed)")},
+            requestBody={"required": True, "content": {ndjson: {"schema": {"type": "string"}}}})},
+        "/{namespace}/{name}/resolve/{revision}/{path}": {
+            "parameters": [*_NAME_PARAMS, _REVISION_PARAM, _param("path", "path", _STRING, "file name")],
+            "head": _hf("A file's metadata: X-Repo-Commit, ETag, X-Linked-Etag, X-Linked-Size", _READ,
+                        {"200": {"description": "the file is there"},
+                         "307": {"description": "a revision other than a commit id: the commit's URL"}}),
+            "get": _hf("A file's bytes; Range (one range) answers 206", _READ,
+                       {"200": {"description": "the file", "content": {_BLOB: {}}},
+                        "206": {"description": "the requested range", "content": {_BLOB: {}}},
+                        "307": {"description": "a revision other than a commit id: the commit's URL"}},
+                       parameters=[_param("Range", "header", _STRING, "bytes=START- or bytes=START-END")])},
     }
 
 
@@ -139,6 +207,11 @@ def _schemas() -> dict:
             "description": {"type": ["string", "null"]}, "created_at": _STRING,
             "tags": {"type": "array", "items": _STRING}, "files": {"type": "array", "items": version_file},
             "lineage": {"type": ["object", "null"]}}},
+        "HfError": {"type": "object", "required": ["error"], "properties": {"error": _STRING}},
+        "HfModelInfo": {"type": "object", "properties": {
+            "id": _STRING, "sha": _STRING, "lastModified": _STRING, "private": {"type": "boolean"},
+            "library_name": _STRING, "tags": {"type": "array", "items": _STRING},
+            "siblings": {"type": "array", "items": {"type": "object"}}, "loramgr": _ref("AdapterVersion")}},
         "Commit": {"type": "object", "required": ["task", "files"], "properties": {
             "task": _STRING, "base": {"type": ["string", "null"]}, "tags": {"type": "array", "items": _STRING},
             "description": {"type": ["string", "null"]},

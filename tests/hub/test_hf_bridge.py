@@ -131,9 +131,8 @@ def _response(status: int) -> httpx2.Response:
     (ValueError("Invalid metadata in README.md."), InvalidArgument),
 ])
 def test_huggingface_hub_errors_become_one_line_loramgr_errors(raised, expected):
-    with pytest.raises(expected) as caught:
-        with hf_errors("http://hub/org/x"):
-            raise raised
+    with pytest.raises(expected) as caught, hf_errors("http://hub/org/x"):
+        raise raised
     message = str(caught.value)
     assert "http://hub/org/x" in message and "\n" not in message
     if getattr(raised, "server_message", None):

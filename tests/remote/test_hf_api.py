@@ -162,7 +162,8 @@ def test_peft_loads_the_adapter_from_the_hub_with_identical_logits(hub, llama_di
     env.update(HF_ENDPOINT=hub.url, HF_HUB_OFFLINE="0", HF_HOME=str(tmp_path / "hf-home"),
                HF_HUB_DISABLE_TELEMETRY="1", PYTHONPATH=str(REPO))
     done = subprocess.run([sys.executable, "-c", PEFT_CLIENT, str(llama_dir), str(tmp_path / "ids.pt"),
-                           str(tmp_path / "logits.pt")], env=env, capture_output=True, text=True, timeout=120)
+                           str(tmp_path / "logits.pt")], env=env, capture_output=True, text=True, timeout=120,
+                          check=False)
     assert done.returncode == 0, done.stderr[-3000:]
 
     local = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(llama_dir), llama_lora).eval()
