@@ -24,14 +24,12 @@ from urllib.parse import quote, urlsplit
 
 import httpx
 
-from .adapter import convert_pickled_adapter, read_adapter
 from .blobs import sha256_file
 from .errors import (AdapterNotFound, Forbidden, IntegrityError, InvalidArgument, PayloadTooLarge, RemoteError,
                      Unauthorized, error_from_code)
-from .examples_file import EXAMPLES_FILE, check_examples_file
 from .records import AdapterVersion, GcReport, Lineage, VerifyReport, VersionFileInfo
 from .refs import AdapterName, AdapterRef
-from .registry import GC_GRACE_SECONDS, base_model_of, check_push_arguments, snapshot_complete, write_version_files
+from .registry import GC_GRACE_SECONDS, check_push_arguments, prepare_push, snapshot_complete, write_version_files
 from .settings import Settings
 
 Progress = Callable[[int], None]
@@ -219,18 +217,9 @@ class RemoteRegistry:
         ``RemoteError``. A push cut off before its commit registers nothing.
         """
         adapter_name, task, tags = check_push_arguments(name, task, tags, source)
-        if examples is not None:
-            check_examples_file(Path(examples))
         with tempfile.TemporaryDirectory(prefix="loramgr-push-") as scratch:
-            folder = Path(path)
-            if convert_pickle and not (folder / "adapter_model.safetensors").exists() \
-                    and (folder / "adapter_model.bin").exists():
-                folder = convert_pickled_adapter(folder, Path(scratch) / "converted")
-            manifest = read_adapter(folder, digests=False)
-            base_model = base_model_of(manifest, base, path)
-            sources = {f.name: folder / f.name for f in manifest.files}
-            if examples is not None:
-                sources[EXAMPLES_FILE] = Path(examples)
+            manifest, base_model, sources = prepare_push(path, Path(scratch), base=base, examples=examples,
+                                                         convert_pickle=convert_pickle)
             limit = self.info()["max_upload_bytes"]
             for filename, file_path in sorted(sources.items()):
                 if file_path.stat().st_size > limit:

@@ -56,6 +56,26 @@ def check_push_arguments(name: str, task: str, tags: Sequence[str], source: str
     return adapter_name, task, tags
 
 
+def prepare_push(path: str | Path, scratch: Path, *, base: str | None, examples: str | Path | None,
+                 convert_pickle: bool) -> tuple[Manifest, str, dict[str, Path]]:
+    """Validate what a push would store: (manifest, base model, {file name: path to read}).
+
+    A pickled ``adapter_model.bin`` is converted into ``scratch`` when ``convert_pickle``.
+    Raises ``InvalidAdapter``, ``PickleRefused``, ``InvalidArgument``.
+    """
+    if examples is not None:
+        check_examples_file(Path(examples))
+    folder = Path(path)
+    if convert_pickle and not (folder / "adapter_model.safetensors").exists() \
+            and (folder / "adapter_model.bin").exists():
+        folder = convert_pickled_adapter(folder, scratch / "converted")
+    manifest = read_adapter(folder, digests=False)
+    sources = {f.name: folder / f.name for f in manifest.files}
+    if examples is not None:
+        sources[EXAMPLES_FILE] = Path(examples)
+    return manifest, base_model_of(manifest, base, path), sources
+
+
 def base_model_of(manifest: Manifest, base: str | None, origin) -> str:
     """The base model of a push: ``base`` or the config's. Raises ``InvalidArgument`` if neither."""
     base_model = base or manifest.base_model
@@ -107,18 +127,9 @@ class Registry:
         ``InvalidArgument`` (nothing is stored then).
         """
         adapter_name, task, tags = check_push_arguments(name, task, tags, source)
-        if examples is not None:
-            check_examples_file(Path(examples))
         with tempfile.TemporaryDirectory(prefix="loramgr-push-") as scratch:
-            folder = Path(path)
-            if convert_pickle and not (folder / "adapter_model.safetensors").exists() \
-                    and (folder / "adapter_model.bin").exists():
-                folder = convert_pickled_adapter(folder, Path(scratch) / "converted")
-            manifest = read_adapter(folder, digests=False)
-            base_model = base_model_of(manifest, base, path)
-            sources = {f.name: folder / f.name for f in manifest.files}
-            if examples is not None:
-                sources[EXAMPLES_FILE] = Path(examples)
+            manifest, base_model, sources = prepare_push(path, Path(scratch), base=base, examples=examples,
+                                                         convert_pickle=convert_pickle)
             stored = {}
             for filename, file_path in sorted(sources.items()):
                 stored[filename] = self.blobs.put_file(file_path, progress=progress)
