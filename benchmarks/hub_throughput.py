@@ -1,6 +1,6 @@
 """Push/pull throughput of a 200 MB adapter against `cp`, and search latency with 10,000 versions.
 
-    python benchmarks/hub_throughput.py [--size-mb 200] [--versions 10000] [--repeats 5]
+    python benchmarks/hub_throughput.py [--size-mb 200] [--versions 10000] [--repeats 5] [--dir /dev/shm]
 
 Prints medians side by side with the ratios. Run by hand; these machines are noisy.
 """
@@ -125,8 +125,11 @@ def main() -> None:
     parser.add_argument("--size-mb", type=int, default=200)
     parser.add_argument("--versions", type=int, default=10_000)
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--dir", type=Path, default=Path.home(),
+                        help="where to work; /dev/shm takes the disk out and compares software alone")
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory(prefix="loramgr-bench-", dir=Path.home()) as scratch:
+    with tempfile.TemporaryDirectory(prefix="loramgr-bench-", dir=args.dir) as scratch:
+        print(f"working in {args.dir}")
         transfer_benchmark(Path(scratch), args.size_mb, args.repeats)
         search_benchmark(Path(scratch), args.versions, args.repeats)
 
