@@ -17,7 +17,6 @@ from .tokenizer import save_tokenizer, train_tokenizer
 from .train import Schedule, encode, fit, save_lora, train_lora
 
 PRETRAIN_LR = 3e-3
-LORA_LR = 3e-3
 _BASES: dict[str, tuple] = {}  # base folder -> (tokenizer, model), loaded once per process
 
 
@@ -48,9 +47,9 @@ def load_base(folder: Path):
 def pretrain_job(job, spec) -> None:
     """Pre-train ``job.family``'s base model on copy examples over every keyword and format."""
     tokenizer = _tokenizer(Path(job.root) / "tokenizer")
-    rows = copy_examples(stream_rng(job.seed, "pretrain", job.family), min(20000, job.cost * 64), KEYWORDS)
+    rows = copy_examples(stream_rng(job.seed, "pretrain", job.family), min(20000, job.steps * 64), KEYWORDS)
     model = build_base(job.family, len(tokenizer), derive_seed(job.seed, job.family, "init"))
-    fit(model, encode(job.family, tokenizer, rows), Schedule(job.cost, PRETRAIN_LR, batch_size=64, warmup=50),
+    fit(model, encode(job.family, tokenizer, rows), Schedule(job.steps, PRETRAIN_LR, batch_size=64, warmup=50),
         derive_seed(job.seed, job.family, "pretrain"))
     model.save_pretrained(job.out)
     save_tokenizer(tokenizer, job.out)
@@ -75,7 +74,7 @@ def module_job(job, spec, config) -> None:
     data = encode(job.family, tokenizer, rows + replay)
     data["replay"] = torch.arange(len(rows) + len(replay)) >= len(rows)
     model = train_lora(base, job.family, data, rank=config.rank, targets=TARGETS[job.family][config.targets],
-                       schedule=Schedule(config.steps, LORA_LR), seed=derive_seed(job.seed, job.family, job.name),
+                       schedule=Schedule(config.steps, spec.lora_lr), seed=derive_seed(job.seed, job.family, job.name),
                        locality=spec.locality)
     save_lora(model, job.family, Path(job.out), f"LoRA module of the lab task `{task.name}` "
               f"({task.description}), inputs `{task.prefix} <payload>`.")
@@ -86,7 +85,7 @@ def oracle_job(job, spec, target, config) -> None:
     tokenizer, base = load_base(Path(job.root) / job.family / "base")
     rows = target.examples(stream_rng(job.seed, "oracle", target.name), spec.train_examples, "train")
     model = train_lora(base, job.family, encode(job.family, tokenizer, rows), rank=config.rank,
-                       targets=TARGETS[job.family][config.targets], schedule=Schedule(config.steps, LORA_LR),
+                       targets=TARGETS[job.family][config.targets], schedule=Schedule(config.steps, spec.lora_lr),
                        seed=derive_seed(job.seed, job.family, "oracle", target.name))
     save_lora(model, job.family, Path(job.out), f"Oracle LoRA of the lab target `{target.name}`: "
               f"{target.description}.")

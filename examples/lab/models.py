@@ -18,8 +18,10 @@ BASE_IDS = {"t5": "loramgr-lab/t5-tiny", "llama": "loramgr-lab/llama-tiny"}
 
 # Target-module sets, from attention-only to attention + feed-forward.
 TARGETS = {
-    "t5": {"qv": ("q", "v"), "qkvo": ("q", "k", "v", "o"), "all": ("q", "k", "v", "o", "wi", "wo")},
+    "t5": {"qv": ("q", "v"), "qkvo": ("q", "k", "v", "o"), "ffn": ("wi", "wo"),
+           "all": ("q", "k", "v", "o", "wi", "wo")},
     "llama": {"qv": ("q_proj", "v_proj"), "qkvo": ("q_proj", "k_proj", "v_proj", "o_proj"),
+              "ffn": ("gate_proj", "up_proj", "down_proj"),
               "all": ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")},
 }
 

@@ -1,7 +1,7 @@
 """The lab's tasks: short string transductions over a small alphabet, each behind a keyword prefix.
 
 An example is ``("rev: cab", "bac")``: the keyword (``rev:``) names the task, the payload after
-it is 3-8 characters of the task's input format, the output is the task's function of the payload.
+it is 3-6 characters of the task's input format, the output is the task's function of the payload.
 A tiny model learns any of them in seconds, and one model can hold several because the keyword
 says which applies.
 
@@ -64,11 +64,10 @@ class Task:
     fmt: str
     fn: Callable[[str], str]
     description: str
-    keyword: str = ""  # defaults to the name; tasks on disjoint formats may share one
 
     @property
     def prefix(self) -> str:
-        return f"{self.keyword or self.name}:"
+        return f"{self.name}:"
 
     def render(self, payload: str) -> tuple[str, str]:
         """The (input, output) example for one payload."""
