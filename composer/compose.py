@@ -84,7 +84,7 @@ def compose(model, candidates: Sequence[Candidate | str | Path], examples, *, to
             optimizer: str = DEFAULT_OPTIMIZER, l1: float = DEFAULT_L1, num_workers: int = 1,
             rank: int | None = None, output: str | Path | None = None, name: str | None = None,
             task: str | None = None, registry=None, base_model: str | None = None,
-            device: str | None = None, overwrite: bool = False,
+            device: str | None = None, overwrite: bool = False, screen: bool = True,
             progress: Callable[[int, float], None] | None = None) -> Composition:
     """Find weights for ``candidates`` that minimise the base model's loss on ``examples``,
     then merge them into one PEFT adapter.
@@ -94,7 +94,8 @@ def compose(model, candidates: Sequence[Candidate | str | Path], examples, *, to
     ``examples``: a JSONL path or a list; ``shots`` of them are used (all when None).
     ``output`` writes the adapter there; ``name`` (with ``registry``) also pushes it as a
     ``composed`` version with its lineage. ``rank`` re-compresses the merged adapter.
-    ``overwrite`` lets ``output`` replace an earlier adapter there.
+    ``overwrite`` lets ``output`` replace an earlier adapter there. ``screen`` spends the first
+    evaluations on the plain sum and on each candidate alone (see ``search_weights``).
 
     Raises ``CompositionError`` and its subclasses (``IncompatibleAdapters``, ``ExamplesError``,
     ``UnsupportedAdapter``) and the hub's errors for refs and names; nothing is registered then.
@@ -122,7 +123,7 @@ def compose(model, candidates: Sequence[Candidate | str | Path], examples, *, to
 
     batch = tokenize_examples(model, tokenizer, examples)
     found = search_weights(model, adapters, batch, mode=mode, budget=budget, optimizer=optimizer, seed=seed,
-                           l1=l1, num_workers=num_workers, callback=progress)
+                           l1=l1, num_workers=num_workers, callback=progress, screen=screen)
     n = len(adapters)
     with inject_composite(model, adapters, mode=mode) as composite:
         objective = Objective(composite, batch, l1=0.0)
@@ -131,7 +132,7 @@ def compose(model, candidates: Sequence[Candidate | str | Path], examples, *, to
     combined = combine(adapters, found.weights, method=mode, rank=rank, seed=seed)
     digest = examples_digest(examples)
     details = {"budget": budget, "optimizer": optimizer, "shots": shots, "examples": len(examples), "l1": l1,
-               "num_workers": num_workers, "rank": combined.rank, "truncation_error": combined.truncation_error}
+               "num_workers": num_workers, "screen": screen, "rank": combined.rank, "truncation_error": combined.truncation_error}
     result = Composition(candidates=chosen, weights=found.weights, loss=found.task_loss, objective=found.loss,
                          base_loss=base_loss, uniform_loss=uniform_loss, mode=mode, seed=seed, examples=examples,
                          examples_digest=digest, search=found, combined=combined, details=details)

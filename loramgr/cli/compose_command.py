@@ -48,13 +48,16 @@ def search_progress(budget: int, *, quiet: bool):
               help="Candidates scored per batched forward.")
 @click.option("--l1", type=click.FloatRange(min=0), default=0.05, show_default=True,
               help="Weight of LoraHub's L1 term, l1 * mean|w|.")
+@click.option("--screen/--no-screen", default=True, show_default=True,
+              help="Spend the first evaluations on the plain sum and on each candidate alone, then search on "
+                   "from the best (--no-screen: LoraHub's plain start from w = 0).")
 @click.option("--name", metavar="NS/NAME", help="Register the result in the hub as a composed version.")
 @click.option("-o", "--output", type=click.Path(file_okay=False), help="Write the adapter folder here.")
 @click.option("--device", help="torch device (default: cuda when available, else cpu).")
 @json_option
 @click.pass_context
 def compose(ctx, tasks, refs, base, model, examples, shots, budget, mode, rank, seed, optimizer, workers, l1,
-            name, output, device, as_json):
+            screen, name, output, device, as_json):
     """Compose a new LoRA adapter from existing ones, LoraHub-style.
 
     Scores weighted combinations of the candidate modules by the base model's loss on a few
@@ -87,7 +90,7 @@ def compose(ctx, tasks, refs, base, model, examples, shots, budget, mode, rank, 
     with search_progress(budget, quiet=as_json) as progress:
         result = run_compose(model, candidates, chosen, shots=used_shots, budget=budget, mode=mode, seed=seed,
                              optimizer=optimizer, l1=l1, num_workers=workers, rank=rank, output=output,
-                             name=name, registry=hub, device=device, progress=progress)
+                             name=name, registry=hub, device=device, screen=screen, progress=progress)
     if as_json:
         emit_json(result.to_dict())
         return

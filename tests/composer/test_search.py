@@ -303,3 +303,15 @@ def test_other_optimizers_run(search_setup):
     assert result.optimizer == "RandomSearch" and result.evaluations == 5
     assert result.loss <= result.initial_loss
     assert all(0.0 <= w <= 1.5 for e in result.history for w in e.weights)
+
+
+def test_screening_scores_the_sum_and_each_adapter_first(search_setup):
+    model, batch, adapters = search_setup
+    result = search_weights(model, adapters, batch, mode="delta", budget=6, seed=3)
+    asked = [e.weights for e in result.history[:4]]
+    assert asked == [(1.0, 1.0, 1.0), (1.0, 0.0, 0.0), (0.0, 1.0, 0.0), (0.0, 0.0, 1.0)]
+    plain = search_weights(model, adapters, batch, mode="delta", budget=6, seed=3, screen=False)
+    assert [e.weights for e in plain.history[:4]] != asked
+    # With a budget of n + 1, screening alone already finds the adapter trained on the examples.
+    found = search_weights(model, adapters, batch, mode="delta", budget=4, seed=0)
+    assert int(np.argmax(found.weights)) == 1
