@@ -20,6 +20,7 @@ def test_demo_composes_an_adapter_that_beats_the_base_model(small_lab, home, tmp
     methods = {m["method"]: m for m in report["methods"]}
     base, composed = methods["base model (zero-shot)"], methods["composed (loramgr)"]
     assert composed["few_shot_loss"] < base["few_shot_loss"]
+    assert composed["few_shot_loss"] < methods["uniform average"]["few_shot_loss"]
     assert composed["exact_match"] >= base["exact_match"]
     assert report["version"] == "lab/k2-l2d-low@1"
     assert len(report["predictions"]) == 6 and len(report["modules"]) == 2
