@@ -247,3 +247,24 @@ def test_the_server_writes_only_inside_its_home(tokens, llama_lora, tmp_path, se
         server.stop()
     for name, folder in watched.items():
         assert list(folder.rglob("*")) == [], name
+
+
+def test_compose_finds_its_candidates_and_examples_on_the_remote_hub(live_server, tokens, llama_dir, tmp_path):
+    from .. import factories
+
+    token = tokens.create("lab")
+    server = live_server()
+    for index, task in enumerate(("a", "b")):
+        adapter = factories.make_lora(llama_dir, tmp_path / task, r=4, seed=index, init_scale=0.3)
+        examples = factories.write_examples(tmp_path / f"{task}.jsonl", [("abc", "cba"), ("dog", "god")])
+        pushed = cli(tmp_path / "alice", "push", adapter, "--name", f"lab/{task}", "--task", task,
+                     "--examples", examples, remote_url=server.url, token=token)
+        assert pushed.exit_code == 0, pushed.output
+    composed = cli(tmp_path / "bob", "compose", "--tasks", "a,b", "--model", llama_dir, "--shots", "2",
+                   "--budget", "4", "--name", "lab/ab", "--json", remote_url=server.url, token=token)
+    assert composed.exit_code == 0, composed.output
+    data = json.loads(composed.stdout)
+    assert [m["source"] for m in data["modules"]] == ["lab/a@1", "lab/b@1"] and data["examples"] == 4
+    shown = cli(tmp_path / "carol", "show", "lab/ab", "--json", remote_url=server.url)
+    lineage = json.loads(shown.stdout)["lineage"]
+    assert lineage["mode"] == "delta" and [s["ref"] for s in lineage["sources"]] == ["lab/a@1", "lab/b@1"]
