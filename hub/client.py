@@ -29,7 +29,7 @@ from .errors import (AdapterNotFound, Forbidden, IntegrityError, InvalidArgument
                      Unauthorized, error_from_code)
 from .records import AdapterVersion, GcReport, Lineage, VerifyReport, VersionFileInfo
 from .refs import AdapterName, AdapterRef
-from .registry import GC_GRACE_SECONDS, check_push_arguments, prepare_push, snapshot_complete, write_version_files
+from .registry import GC_GRACE_SECONDS, check_push_arguments, materialise, prepare_push
 from .settings import Settings
 
 Progress = Callable[[int], None]
@@ -291,16 +291,8 @@ class RemoteRegistry:
         ``DestinationNotEmpty``, ``RemoteError``.
         """
         version = self.show(ref)
-        if output is None:
-            folder = self.snapshot_dir(version)
-            if snapshot_complete(folder, version):
-                return folder
-            force = True
-        else:
-            folder = Path(output)
-        write_version_files(folder, version, lambda f, dest: self._download(f, dest, progress), force=force,
-                            marker=output is None)
-        return folder
+        return materialise(version, output, self.snapshot_dir(version),
+                           lambda f, dest: self._download(f, dest, progress), force=force)
 
     def _download(self, file: VersionFileInfo, destination: Path, progress: Progress | None) -> None:
         """Stream one blob into ``destination``, hashing as it arrives. After a cut, ask for the

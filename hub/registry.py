@@ -418,16 +418,8 @@ class Registry:
         Raises ``AdapterNotFound``, ``DestinationNotEmpty`` (use ``force``), ``IntegrityError``.
         """
         version = self.show(ref)
-        if output is None:
-            folder = self.snapshot_dir(version)
-            if snapshot_complete(folder, version):
-                return folder
-            force = True
-        else:
-            folder = Path(output)
-        write_version_files(folder, version, lambda f, dest: self._copy_blob(f, dest, progress), force=force,
-                            marker=output is None)
-        return folder
+        return materialise(version, output, self.snapshot_dir(version),
+                           lambda f, dest: self._copy_blob(f, dest, progress), force=force)
 
     def _copy_blob(self, file: VersionFileInfo, destination: Path, progress: Progress | None) -> None:
         self.blobs.copy_to(file.digest, destination)
@@ -507,6 +499,17 @@ SNAPSHOT_MARKER = ".loramgr-version"
 def snapshot_complete(folder: Path, version: AdapterVersion) -> bool:
     marker = folder / SNAPSHOT_MARKER
     return marker.is_file() and marker.read_text().strip() == version.digest
+
+
+def materialise(version: AdapterVersion, output: str | Path | None, snapshot_dir: Path,
+                fetch: Callable[[VersionFileInfo, Path], None], *, force: bool) -> Path:
+    """Write a version's files into ``output``, or into (or reuse) its snapshot cache folder."""
+    if output is not None:
+        write_version_files(Path(output), version, fetch, force=force)
+        return Path(output)
+    if not snapshot_complete(snapshot_dir, version):
+        write_version_files(snapshot_dir, version, fetch, force=True, marker=True)
+    return snapshot_dir
 
 
 def write_version_files(folder: Path, version: AdapterVersion,
