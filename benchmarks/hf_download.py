@@ -18,7 +18,6 @@ import shutil
 import statistics
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 # huggingface_hub reads these when it is imported: set them first. It talks only to the local hub.
@@ -29,27 +28,10 @@ os.environ.pop("HF_TOKEN", None)
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # for tests.remote.helpers
 
 from loramgr.hub.client import RemoteRegistry  # noqa: E402
-from loramgr.hub.db.engine import Database  # noqa: E402
 from loramgr.hub.settings import Settings  # noqa: E402
-from loramgr.hub.tokens import TokenStore  # noqa: E402
 from tests.remote.helpers import LiveServer, write_synthetic_adapter  # noqa: E402
+from hub_helpers import MB, create_token, timed  # noqa: E402
 
-MB = 1_000_000
-
-
-def create_token(database_url: str) -> str:
-    database = Database(database_url)
-    database.ensure_current()
-    try:
-        return TokenStore(database).create("bench", write=True).secret
-    finally:
-        database.dispose()
-
-
-def timed(action) -> float:
-    start = time.perf_counter()
-    action()
-    return time.perf_counter() - start
 
 
 def summary(label: str, size: int, seconds: list[float]) -> str:

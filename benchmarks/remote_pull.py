@@ -17,34 +17,16 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # for tests.remote.helpers
 
 from loramgr.hub.client import RemoteRegistry  # noqa: E402
-from loramgr.hub.db.engine import Database  # noqa: E402
 from loramgr.hub.settings import Settings  # noqa: E402
-from loramgr.hub.tokens import TokenStore  # noqa: E402
 from tests.remote.helpers import LiveServer, write_synthetic_adapter  # noqa: E402
+from hub_helpers import MB, create_token, timed  # noqa: E402
 
-MB = 1_000_000
-
-
-def create_token(database_url: str) -> str:
-    database = Database(database_url)
-    database.ensure_current()
-    try:
-        return TokenStore(database).create("bench", write=True).secret
-    finally:
-        database.dispose()
-
-
-def timed(action) -> float:
-    start = time.perf_counter()
-    action()
-    return time.perf_counter() - start
 
 
 def summary(label: str, size: int, seconds: list[float]) -> str:
