@@ -3,7 +3,8 @@ into one PEFT adapter, and (optionally) register it in the hub with its lineage.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import tempfile
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -106,9 +107,7 @@ def compose(model, candidates: Sequence[Candidate | str | Path], examples, *, to
         raise CompositionError(f"the budget must be at least 1 evaluation, got {budget}")
     if name is not None and registry is None:
         raise CompositionError("a registry is needed to register the composed adapter under a name")
-    chosen = [c if isinstance(c, Candidate) else None for c in candidates]
-    if any(c is None for c in chosen):
-        chosen = [c if isinstance(c, Candidate) else candidates_from_refs(registry, [str(c)])[0] for c in candidates]
+    chosen = [c if isinstance(c, Candidate) else candidates_from_refs(registry, [str(c)])[0] for c in candidates]
     if not chosen:
         raise CompositionError("no candidate adapters to compose")
     examples = as_examples(examples, shots=shots, seed=seed)
@@ -138,8 +137,6 @@ def compose(model, candidates: Sequence[Candidate | str | Path], examples, *, to
                          examples_digest=digest, search=found, combined=combined, details=details)
     if output is None and name is None:
         return result
-    import tempfile
-
     with tempfile.TemporaryDirectory(prefix="loramgr-compose-") as scratch:
         folder = Path(output) if output is not None else Path(scratch) / "adapter"
         task_type = adapters[0].config.get("task_type")
@@ -153,13 +150,7 @@ def compose(model, candidates: Sequence[Candidate | str | Path], examples, *, to
             version = registry.push(folder, name=name, task=task or "+".join(dict.fromkeys(
                 c.task for c in chosen if c.task)) or "composed", base=base_model, source="composed",
                 lineage=result.lineage(), description=f"composed from {n} adapters ({mode})")
-    return _replace(result, path=Path(output) if output is not None else None, version=version)
-
-
-def _replace(result: Composition, **changes) -> Composition:
-    from dataclasses import replace
-
-    return replace(result, **changes)
+    return replace(result, path=Path(output) if output is not None else None, version=version)
 
 
 def load_adapter(base_model, adapter: str | Path, *, registry=None, device: str | None = None):
