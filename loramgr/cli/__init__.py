@@ -9,7 +9,8 @@ import click
 from loramgr.hub.errors import LoramgrError
 from loramgr.hub.settings import SETTINGS, Settings
 
-ENVIRONMENT_HELP = "\n".join(f"  {variable:<22} {text}" for _, variable, text in SETTINGS)
+# "\b" keeps click from re-wrapping the paragraph into one run of text.
+ENVIRONMENT_HELP = "\b\n" + "\n".join(f"{variable:<24} {text}" for _, variable, text in SETTINGS)
 
 
 class LoramgrGroup(click.Group):
