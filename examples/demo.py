@@ -20,15 +20,18 @@ from loramgr.composer.candidates import candidates_for_tasks
 from loramgr.composer.compose import Composition, compose, load_adapter
 from loramgr.composer.examples import read_examples
 from loramgr.composer.export import export_adapter
+from loramgr.composer.injection import inject_composite
 from loramgr.composer.lora import load_lora
+from loramgr.composer.objective import few_shot_loss, tokenize_examples
 from loramgr.hub.errors import InvalidArgument
 from loramgr.hub.registry import Registry
 from loramgr.hub.settings import Settings
 
-from .lab.build import build_lab
+from .lab.build import build_lab, ensure_oracle
 from .lab.evaluate import exact_match, generate
 from .lab.manifest import Lab, Target
 from .lab.registry import register_lab
+from .quality import best_single
 
 Say = Callable[[str], None]
 
@@ -131,8 +134,17 @@ def _compose_and_compare(lab: Lab, registry, family: str, target: Target, *, hom
         uniform_model = load_adapter(load_base_model(str(lab.base_dir(family)))[0], Path(scratch) / "uniform")
         methods.append(MethodResult("uniform average", exact_match(uniform_model, tokenizer, pairs),
                                     result.uniform_loss))
+    batch = tokenize_examples(model, tokenizer, result.examples)
+    single = best_single(model, adapters, batch)
+    with inject_composite(model, adapters, mode="delta") as composite:
+        composite.set_weights(single)
+        methods.append(MethodResult(f"best single module ({candidates[int(single.argmax())].task})",
+                                    exact_match(model, tokenizer, pairs), few_shot_loss(model, batch)))
     composed = load_adapter(load_base_model(str(lab.base_dir(family)))[0], output)
     methods.append(MethodResult("composed (loramgr)", exact_match(composed, tokenizer, pairs), result.loss))
+    oracle = load_adapter(load_base_model(str(lab.base_dir(family)))[0], ensure_oracle(lab, family, target.name))
+    methods.append(MethodResult("oracle (LoRA trained on the task)", exact_match(oracle, tokenizer, pairs),
+                                few_shot_loss(oracle, batch)))
     shown = pairs[:6]
     predicted = generate(composed, tokenizer, [i for i, _ in shown],
                          max_new_tokens=max(len(tokenizer(o)["input_ids"]) for _, o in shown) + 1)

@@ -62,10 +62,19 @@ def candidates_for(lab: Lab, family: str, target: Target):
     return [load_lora(m.path, label=m.task) for m in modules]
 
 
-def _em_with_weights(model, tokenizer, adapters, weights, pairs, mode="delta") -> float:
+def exact_match_with_weights(model, tokenizer, adapters, weights, pairs, mode="delta") -> float:
+    """Exact match of ``model`` with the adapters' composite injected at ``weights``."""
     with inject_composite(model, adapters, mode=mode) as composite:
         composite.set_weights(np.asarray(weights, dtype=np.float64))
         return exact_match(model, tokenizer, pairs)
+
+
+def best_single(model, adapters, batch) -> np.ndarray:
+    """The one-hot weights of the adapter with the lowest few-shot loss (one batched forward)."""
+    n = len(adapters)
+    with inject_composite(model, adapters, mode="delta") as composite:
+        losses = [s.task_loss for s in Objective(composite, batch, l1=0.0).score_many(np.eye(n))]
+    return np.eye(n)[int(np.argmin(losses))]
 
 
 def measure_target(lab: Lab, family: str, target: Target, *, seeds: Sequence[int], shots: int, budget: int,
@@ -83,15 +92,13 @@ def measure_target(lab: Lab, family: str, target: Target, *, seeds: Sequence[int
 
     started = time.perf_counter()
     record(METHODS[0], -1, exact_match(model, tokenizer, pairs), time.perf_counter() - started)
-    record(METHODS[1], -1, _em_with_weights(model, tokenizer, adapters, np.full(n, 1.0 / n), pairs), 0.0)
+    record(METHODS[1], -1, exact_match_with_weights(model, tokenizer, adapters, np.full(n, 1.0 / n), pairs), 0.0)
     for seed in seeds:
         batch = tokenize_examples(model, tokenizer, sample_examples(few, shots, seed))
         started = time.perf_counter()
-        with inject_composite(model, adapters, mode="delta") as composite:
-            losses = [s.task_loss for s in Objective(composite, batch, l1=0.0).score_many(np.eye(n))]
-        best = np.eye(n)[int(np.argmin(losses))]
+        best = best_single(model, adapters, batch)
         seconds = time.perf_counter() - started
-        record(METHODS[2], seed, _em_with_weights(model, tokenizer, adapters, best, pairs), seconds)
+        record(METHODS[2], seed, exact_match_with_weights(model, tokenizer, adapters, best, pairs), seconds)
         for mode, method in (("lorahub", METHODS[3]), ("delta", METHODS[4])):
             started = time.perf_counter()
             try:
@@ -100,7 +107,7 @@ def measure_target(lab: Lab, family: str, target: Target, *, seeds: Sequence[int
                 record(method, seed, None, 0.0)
                 continue
             seconds = time.perf_counter() - started
-            record(method, seed, _em_with_weights(model, tokenizer, adapters, found.weights, pairs, mode), seconds)
+            record(method, seed, exact_match_with_weights(model, tokenizer, adapters, found.weights, pairs, mode), seconds)
     oracle = load_peft(target)
     if oracle is not None:
         started = time.perf_counter()
