@@ -33,7 +33,6 @@ from tests.remote.helpers import LiveServer, write_synthetic_adapter  # noqa: E4
 from hub_helpers import MB, create_token, timed  # noqa: E402
 
 
-
 def summary(label: str, size: int, seconds: list[float]) -> str:
     ordered = sorted(seconds)
     return (f"{label:<42} {statistics.median(ordered) * 1000:7.0f} ms  {size / statistics.median(ordered) / MB:6.0f} MB/s"

@@ -28,7 +28,6 @@ from tests.remote.helpers import LiveServer, write_synthetic_adapter  # noqa: E4
 from hub_helpers import MB, create_token, timed  # noqa: E402
 
 
-
 def summary(label: str, size: int, seconds: list[float]) -> str:
     rates = sorted(size / s / MB for s in seconds)
     return (f"{label:<34} {statistics.median(rates):9.0f} MB/s   (min {rates[0]:.0f}, max {rates[-1]:.0f}; "

@@ -13,6 +13,16 @@ from .output import (VERSION_HEADERS, byte_progress, emit_json, human_size, json
 REF_HELP = "REF is NS/NAME (the latest version), NS/NAME@VERSION or NS/NAME:TAG."
 
 
+def emit_versions(found, *, as_json: bool, empty: str) -> None:
+    """A table of versions (or JSON); ``empty`` on stderr when there are none."""
+    if as_json:
+        emit_json(found)
+    elif found:
+        print_table(version_rows(found), VERSION_HEADERS)
+    else:
+        click.echo(empty, err=True)
+
+
 def _folder_size(path: Path) -> int:
     return sum(f.stat().st_size for f in Path(path).iterdir() if f.is_file()) if Path(path).is_dir() else 0
 
@@ -87,12 +97,7 @@ def search(ctx, base, tasks, rank, min_rank, max_rank, target, query, source, al
     found = registry(ctx).search(base=base, task=list(tasks) or None, rank=rank, min_rank=min_rank,
                                  max_rank=max_rank, target=target, query=query, source=source,
                                  all_versions=all_versions, limit=limit)
-    if as_json:
-        emit_json(found)
-    elif found:
-        print_table(version_rows(found), VERSION_HEADERS)
-    else:
-        click.echo("no adapters match", err=True)
+    emit_versions(found, as_json=as_json, empty="no adapters match")
 
 
 @main.command("ls")
@@ -102,12 +107,7 @@ def search(ctx, base, tasks, rank, min_rank, max_rank, target, query, source, al
 def ls_command(ctx, namespace, as_json):
     """List every adapter (its latest version), optionally of one NAMESPACE."""
     found = registry(ctx).ls(namespace)
-    if as_json:
-        emit_json(found)
-    elif found:
-        print_table(version_rows(found), VERSION_HEADERS)
-    else:
-        click.echo("the registry is empty: add an adapter with `loramgr push`", err=True)
+    emit_versions(found, as_json=as_json, empty="the registry is empty: add an adapter with `loramgr push`")
 
 
 @main.command()

@@ -19,15 +19,6 @@ from .. import factories
 EXAMPLES = [Example("abc", " cba"), Example("the quick brown fox", " fox"), Example("dog", " god dog")]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    # Tiny models: extra threads only add synchronisation, and on a busy machine a lot of it.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def llama(llama_dir):
     return AutoModelForCausalLM.from_pretrained(llama_dir).eval(), AutoTokenizer.from_pretrained(llama_dir)

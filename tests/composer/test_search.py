@@ -23,15 +23,6 @@ EXAMPLES = [Example("abc", " cba"), Example("the quick brown fox", " fox brown")
 FAMILIES = {"llama": AutoModelForCausalLM, "t5": AutoModelForSeq2SeqLM}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    # Tiny models: extra threads only add synchronisation, and on a busy machine a lot of it.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def family(request, llama_dir, t5_dir, tmp_path_factory):
     """A base model folder, its tokenizer and adapters: three of equal shape on two modules
