@@ -8,13 +8,13 @@ the same for a 2 MB and a 2 GB adapter.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import re
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .digests import sha256_file
 from .errors import InvalidAdapter, InvalidArgument, PickleRefused
 from .safetensors_header import FLOAT_DTYPE_NAMES, SafetensorsHeader, TensorEntry, read_safetensors_header
 
@@ -332,16 +332,7 @@ def _check_dtypes(weights: Path, header: SafetensorsHeader) -> None:
 
 
 def _describe_file(path: Path, digest: bool) -> AdapterFile:
-    return AdapterFile(name=path.name, size=path.stat().st_size, sha256=file_sha256(path) if digest else None)
-
-
-def file_sha256(path: str | Path) -> str:
-    """The hex sha256 of a file, read in 1 MiB chunks."""
-    sha = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 20):
-            sha.update(chunk)
-    return sha.hexdigest()
+    return AdapterFile(name=path.name, size=path.stat().st_size, sha256=sha256_file(path) if digest else None)
 
 
 def _is_int(value) -> bool:

@@ -8,7 +8,6 @@ writer's temp file from a live one by the process id in its name.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import shutil
 import threading
@@ -16,31 +15,13 @@ import time
 from pathlib import Path
 from typing import BinaryIO, Iterable, Iterator
 
+from .digests import CHUNK, new_sha256, read_file_chunks, sha256_file
 from .errors import IntegrityError
-
-CHUNK = 8 * 1024 * 1024
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-def read_file_chunks(f: BinaryIO) -> Iterator[memoryview]:
-    """Chunks of an unbuffered file, read into one reused buffer: no allocation per chunk,
-    which doubles the throughput of hash-while-copying over ``f.read(CHUNK)``."""
-    buffer = bytearray(CHUNK)
-    view = memoryview(buffer)
-    while size := f.readinto(buffer):
-        yield view[:size]
 
 
 def _copy_while_hashing(source: Path, destination: Path, progress=None) -> str:
     """Copy ``source`` with the kernel (``shutil.copyfile``) while a thread hashes it."""
-    digest = hashlib.sha256()
+    digest = new_sha256()
     failures: list[BaseException] = []
 
     def hash_source() -> None:
@@ -101,7 +82,7 @@ class LocalBlobStore:
         """Store a stream of bytes; returns (sha256, size). Raises ``IntegrityError`` when
         ``expected_digest`` is given and the bytes do not match it (nothing is stored then)."""
         fd, temp = self._temp_file()
-        digest, size = hashlib.sha256(), 0
+        digest, size = new_sha256(), 0
         try:
             with os.fdopen(fd, "wb", buffering=0) as out:
                 for chunk in chunks:

@@ -25,22 +25,20 @@ Failures to reach the bucket raise ``RemoteError``; missing or corrupt content `
 
 from __future__ import annotations
 
-import hashlib
 import os
-import re
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, Callable, Iterable, Iterator, Mapping
 
+from .digests import is_sha256, new_sha256
 from .errors import IntegrityError, InvalidArgument, RemoteError
 
 PART_SIZE = 8 * 1024 * 1024  # S3 needs every part but the last to be >= 5 MiB
 CHUNK = 8 * 1024 * 1024
 # A writer can take long over a slow link: its multipart upload counts as dead only after this.
 TEMP_GRACE_SECONDS = 24 * 3600
-_DIGEST = re.compile(r"^[0-9a-f]{64}$")
 
 
 @dataclass(frozen=True)
@@ -159,7 +157,7 @@ class S3BlobStore:
             yield from body.iter_chunks(CHUNK)
 
     def _hash_stream(self, digest: str, sink: BinaryIO | None = None) -> str:
-        sha = hashlib.sha256()
+        sha = new_sha256()
         for chunk in self.read_chunks(digest):
             sha.update(chunk)
             if sink is not None:
@@ -186,7 +184,7 @@ class S3BlobStore:
     def digests(self) -> Iterator[str]:
         for obj in self._list(self._blob_root):
             name = obj["Key"].rsplit("/", 1)[-1]
-            if _DIGEST.match(name) and obj["Key"] == self.key(name):
+            if is_sha256(name) and obj["Key"] == self.key(name):
                 yield name
 
     def _list(self, prefix: str) -> Iterator[dict]:
@@ -201,7 +199,7 @@ class S3BlobStore:
         """Store a stream of bytes; returns (sha256, size); ``progress`` gets byte counts.
         Raises ``IntegrityError`` when ``expected_digest`` is given and the bytes do not match it
         (nothing is stored then), ``RemoteError`` when the bucket cannot be written."""
-        sha, size, buffer = hashlib.sha256(), 0, bytearray()
+        sha, size, buffer = new_sha256(), 0, bytearray()
         upload: _MultipartUpload | None = None
         try:
             for chunk in chunks:

@@ -13,7 +13,6 @@ repeating the request is safe.
 
 from __future__ import annotations
 
-import hashlib
 import re
 import tempfile
 import time
@@ -24,13 +23,15 @@ from urllib.parse import quote, urlsplit
 
 import httpx
 
-from .blobs import sha256_file
+from .digests import new_sha256, sha256_bytes, sha256_file
 from .errors import (AdapterNotFound, Forbidden, IntegrityError, InvalidArgument, PayloadTooLarge, RemoteError,
                      Unauthorized, error_from_code)
 from .records import AdapterVersion, GcReport, Lineage, VerifyReport, VersionFileInfo
 from .refs import AdapterName, AdapterRef
-from .registry import GC_GRACE_SECONDS, check_push_arguments, materialise, prepare_push
+from .push_preparation import check_push_arguments, prepare_push
+from .registry import GC_GRACE_SECONDS
 from .settings import Settings
+from .snapshots import materialise, snapshot_dir
 
 Progress = Callable[[int], None]
 CHUNK = 1024 * 1024
@@ -191,7 +192,7 @@ class RemoteRegistry:
         for file in self.show(ref).files:
             if file.name == filename:
                 data = self._request("GET", f"/api/blobs/{file.digest}").content
-                if hashlib.sha256(data).hexdigest() != file.digest:
+                if sha256_bytes(data) != file.digest:
                     raise IntegrityError(f"{filename} from {self.url} does not match its sha256",
                                          digest=file.digest)
                 return data
@@ -279,8 +280,7 @@ class RemoteRegistry:
     def snapshot_dir(self, version: AdapterVersion) -> Path:
         """Where pulls without ``output`` go: per hub, so two hubs' ``acme/x@1`` never mix."""
         hub = re.sub(r"[^A-Za-z0-9._-]", "_", urlsplit(self.url).netloc)
-        cache = self.settings.home / "remote-snapshots" / hub
-        return cache / version.namespace / version.name / str(version.number)
+        return snapshot_dir(self.settings.home / "remote-snapshots" / hub, version)
 
     def pull(self, ref: str, *, output: str | Path | None = None, force: bool = False,
              progress: Progress | None = None) -> Path:
@@ -298,7 +298,7 @@ class RemoteRegistry:
         """Stream one blob into ``destination``, hashing as it arrives. After a cut, ask for the
         rest (``Range`` + ``If-Range``: only if the blob is still the same); a hub that sends it
         all again restarts the file. Raises ``IntegrityError`` for bytes that do not match."""
-        hasher, received = hashlib.sha256(), 0
+        hasher, received = new_sha256(), 0
         attempts = _Attempts(self.retries, self.backoff)
         with open(destination, "wb") as out:
             while True:
@@ -311,7 +311,7 @@ class RemoteRegistry:
                         if received and response.status_code != 206:
                             out.seek(0)
                             out.truncate()
-                            hasher, received = hashlib.sha256(), 0
+                            hasher, received = new_sha256(), 0
                         for chunk in response.iter_raw(CHUNK):
                             out.write(chunk)
                             hasher.update(chunk)

@@ -4,102 +4,36 @@ store and the blob store. The CLI, the Python API and the HTTP server all call t
 
 from __future__ import annotations
 
-import hashlib
 import json
-import os
-import re
 import tempfile
 import time
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Callable, Iterable, Mapping, Sequence
+from typing import Callable, Mapping, Sequence
 
 from sqlalchemy import func, or_, select, update
 from sqlalchemy.exc import IntegrityError as SQLIntegrityError
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, selectinload
 
-from .adapter import ADAPTER_FILES, Manifest, convert_pickled_adapter, read_adapter
-from .blobs import LocalBlobStore
+from .adapter import Manifest, read_adapter
+from .blob_store import open_blob_store
 from .db.engine import Database
 from .db.models import Adapter, Composition, LineageSource, Tag, Version, VersionFile
-from .errors import AdapterNotFound, DatabaseError, DestinationNotEmpty, InvalidArgument, InvalidName
-from .examples_file import EXAMPLES_FILE, check_examples_file
-from .records import (AdapterVersion, GcReport, Lineage, SourceWeight, VerifyReport,
-                      VersionFileInfo)
+from .digests import version_digest
+from .errors import AdapterNotFound, DatabaseError, InvalidArgument, InvalidName
+from .push_preparation import base_model_of, check_push_arguments, check_stored_files, prepare_push, stage_stored_files
+from .records import AdapterVersion, GcReport, Lineage, SourceWeight, VerifyReport, VersionFileInfo
 from .refs import LATEST, AdapterName, AdapterRef, check_part
 from .settings import Settings
+from .snapshots import SNAPSHOT_MARKER, materialise, snapshot_dir
+
+# Names other modules and tests have imported from here.
+__all__ = ["GC_GRACE_SECONDS", "SNAPSHOT_MARKER", "Registry", "open_blob_store"]
 
 Progress = Callable[[int], None]
-SOURCES = ("pushed", "composed", "imported")
 GC_GRACE_SECONDS = 3600
-SHA256_HEX = re.compile(r"[0-9a-f]{64}")
 _WRITE_RETRIES = 8
-
-
-def check_task(task: str) -> str:
-    if not isinstance(task, str) or not task.strip() or len(task) > 128 or any(ord(c) < 32 for c in task):
-        raise InvalidName(f"invalid task {task!r}: use 1-128 printable characters")
-    return task.strip()
-
-
-def check_push_arguments(name: str, task: str, tags: Sequence[str], source: str
-                         ) -> tuple[AdapterName, str, list[str]]:
-    """The checked (name, task, tags) of a push. Raises ``InvalidName``, ``InvalidArgument``."""
-    adapter_name = AdapterName.parse(name)
-    task = check_task(task)
-    tags = [check_part(t, "tag") for t in tags]
-    if LATEST in tags:
-        raise InvalidName("the tag 'latest' is managed by loramgr: it always names the newest version")
-    if source not in SOURCES:
-        raise InvalidArgument(f"invalid source {source!r}: one of {', '.join(SOURCES)}")
-    return adapter_name, task, tags
-
-
-def prepare_push(path: str | Path, scratch: Path, *, base: str | None, examples: str | Path | None,
-                 convert_pickle: bool) -> tuple[Manifest, str, dict[str, Path]]:
-    """Validate what a push would store: (manifest, base model, {file name: path to read}).
-
-    A pickled ``adapter_model.bin`` is converted into ``scratch`` when ``convert_pickle``.
-    Raises ``InvalidAdapter``, ``PickleRefused``, ``InvalidArgument``.
-    """
-    if examples is not None:
-        check_examples_file(Path(examples))
-    folder = Path(path)
-    if convert_pickle and not (folder / "adapter_model.safetensors").exists() \
-            and (folder / "adapter_model.bin").exists():
-        folder = convert_pickled_adapter(folder, scratch / "converted")
-    manifest = read_adapter(folder, digests=False)
-    sources = {f.name: folder / f.name for f in manifest.files}
-    if examples is not None:
-        sources[EXAMPLES_FILE] = Path(examples)
-    return manifest, base_model_of(manifest, base, path), sources
-
-
-def base_model_of(manifest: Manifest, base: str | None, origin) -> str:
-    """The base model of a push: ``base`` or the config's. Raises ``InvalidArgument`` if neither."""
-    base_model = base or manifest.base_model
-    if not base_model:
-        raise InvalidArgument(f"{origin}: adapter_config.json names no base model; pass --base")
-    return base_model
-
-
-def version_digest(files: Iterable[tuple[str, str]]) -> str:
-    """One digest for a version: over its sorted (file name, blob digest) pairs."""
-    text = "".join(f"{name} {digest}\n" for name, digest in sorted(files))
-    return hashlib.sha256(text.encode()).hexdigest()
-
-
-def open_blob_store(location: str, *, s3_endpoint_url: str | None = None):
-    """The blob store at ``location``: a local folder (or ``file://``), or ``s3://bucket/prefix``.
-    Raises ``InvalidArgument`` for another scheme."""
-    if location.startswith("s3://"):
-        from .blobs_s3 import S3BlobStore  # boto3 is an optional dependency (the `s3` extra)
-
-        return S3BlobStore.from_location(location, endpoint_url=s3_endpoint_url)
-    if "://" in location and not location.startswith("file://"):
-        raise InvalidArgument(f"unsupported blob store {location!r}: use a local folder or s3://bucket/prefix")
-    return LocalBlobStore(location.removeprefix("file://"))
 
 
 class Registry:
@@ -150,25 +84,13 @@ class Registry:
         """
         adapter_name, task, tags = check_push_arguments(name, task, tags, source)
         files = dict(files)
-        for filename, digest in sorted(files.items()):
-            if filename not in ADAPTER_FILES:
-                raise InvalidArgument(f"{filename!r} is not an adapter file: one of {', '.join(ADAPTER_FILES)}")
-            if not isinstance(digest, str) or not SHA256_HEX.fullmatch(digest):
-                raise InvalidArgument(f"invalid sha256 {digest!r} for {filename}: expected 64 hex digits")
-            if not self.blobs.has(digest):
-                raise InvalidArgument(f"{filename} (sha256:{digest[:16]}) is not in the blob store: "
-                                      "upload it first")
+        check_stored_files(files, self.blobs)
         scratch_root = self.settings.home / "tmp"
         scratch_root.mkdir(parents=True, exist_ok=True)
         # The scratch folder lives in the home: a server writes nowhere else.
         with tempfile.TemporaryDirectory(prefix="push-", dir=scratch_root) as scratch:
             folder = Path(scratch)
-            for filename, digest in files.items():
-                local = self.blobs.path(digest)
-                if local is not None:
-                    os.symlink(local, folder / filename)
-                else:
-                    self.blobs.copy_to(digest, folder / filename)
+            stage_stored_files(files, self.blobs, folder)
             manifest = read_adapter(folder, digests=False)
             base_model = base_model_of(manifest, base, name)
             stored = {filename: (digest, self.blobs.size(digest)) for filename, digest in files.items()}
@@ -408,7 +330,7 @@ class Registry:
     # -- pulling -----------------------------------------------------------------------------
 
     def snapshot_dir(self, version: AdapterVersion) -> Path:
-        return self.settings.home / "snapshots" / version.namespace / version.name / str(version.number)
+        return snapshot_dir(self.settings.home / "snapshots", version)
 
     def pull(self, ref: str, *, output: str | Path | None = None, force: bool = False,
              progress: Progress | None = None) -> Path:
@@ -491,47 +413,3 @@ def _utc_iso(moment: datetime | None) -> str:
 
 def _escape_like(text: str) -> str:
     return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-
-
-SNAPSHOT_MARKER = ".loramgr-version"
-
-
-def snapshot_complete(folder: Path, version: AdapterVersion) -> bool:
-    marker = folder / SNAPSHOT_MARKER
-    return marker.is_file() and marker.read_text().strip() == version.digest
-
-
-def materialise(version: AdapterVersion, output: str | Path | None, snapshot_dir: Path,
-                fetch: Callable[[VersionFileInfo, Path], None], *, force: bool) -> Path:
-    """Write a version's files into ``output``, or into (or reuse) its snapshot cache folder."""
-    if output is not None:
-        write_version_files(Path(output), version, fetch, force=force)
-        return Path(output)
-    if not snapshot_complete(snapshot_dir, version):
-        write_version_files(snapshot_dir, version, fetch, force=True, marker=True)
-    return snapshot_dir
-
-
-def write_version_files(folder: Path, version: AdapterVersion,
-                        fetch: Callable[[VersionFileInfo, Path], None], *, force: bool,
-                        marker: bool = False) -> None:
-    """Write a version's files into ``folder``: each goes to a temp name, then is renamed, so a
-    reader never sees a half-written file. Refuses a non-empty folder unless ``force``.
-    ``marker`` records the version digest last, so a snapshot cache entry is known complete."""
-    folder = Path(folder)
-    if folder.exists() and not folder.is_dir():
-        raise DestinationNotEmpty(f"{folder} exists and is not a folder")
-    if folder.is_dir() and any(folder.iterdir()) and not force:
-        raise DestinationNotEmpty(f"{folder} is not empty: pass --force to overwrite its adapter files")
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / SNAPSHOT_MARKER).unlink(missing_ok=True)
-    for file in version.files:
-        temp = folder / f".{file.name}.{os.getpid()}.part"
-        try:
-            fetch(file, temp)
-            os.replace(temp, folder / file.name)
-        finally:
-            temp.unlink(missing_ok=True)
-    if marker:
-        (folder / SNAPSHOT_MARKER).write_text(version.digest + "\n")
-

@@ -8,7 +8,6 @@ leaked database does not leak working tokens. Revoking keeps the row (and its de
 
 from __future__ import annotations
 
-import hashlib
 import secrets
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
@@ -17,6 +16,7 @@ from sqlalchemy import select
 
 from .db.engine import Database
 from .db.models import Token
+from .digests import sha256_bytes
 from .errors import InvalidArgument
 from .refs import check_part
 
@@ -25,7 +25,7 @@ SECRET_PREFIX = "lmt_"
 
 
 def hash_secret(secret: str) -> str:
-    return hashlib.sha256(secret.encode()).hexdigest()
+    return sha256_bytes(secret)
 
 
 @dataclass(frozen=True)

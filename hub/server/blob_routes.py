@@ -20,7 +20,7 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 from ..errors import AdapterNotFound, IntegrityError, InvalidArgument
-from ..registry import SHA256_HEX
+from ..digests import is_sha256
 from . import auth
 from ..errors import RangeNotSatisfiable
 from .limits import store_upload
@@ -34,7 +34,7 @@ SEND_PIECE = 1024 * 1024
 def blob_digest(request: Request) -> str:
     """The sha256 in the path. Raises ``InvalidArgument`` unless it is 64 lowercase hex digits."""
     digest = request.path_params["digest"]
-    if not SHA256_HEX.fullmatch(digest):
+    if not is_sha256(digest):
         raise InvalidArgument(f"invalid blob digest {digest[:80]!r}: expected 64 lowercase hex digits (sha256)")
     return digest
 

@@ -43,6 +43,7 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 from ..adapter import ADAPTER_FILES, PICKLE_FILE, WEIGHTS_FILE
+from ..digests import sha256_bytes
 from ..errors import (AdapterNotFound, InvalidAdapter, InvalidArgument, InvalidName, LoramgrError, PickleRefused,
                       Unauthorized)
 from ..hf_card import PIPELINE_TAGS, split_card
@@ -67,7 +68,7 @@ def commit_id(version: AdapterVersion) -> str:
     Made from the name and number as well as the digest, so two versions with identical files
     are still two commits (clients cache snapshots by commit id)."""
     text = f"loramgr {version.namespace}/{version.name}@{version.number} {version.digest}"
-    return hashlib.sha256(text.encode()).hexdigest()[:40]
+    return sha256_bytes(text)[:40]
 
 
 def _versions(reg, name: str) -> list[AdapterVersion]:

@@ -29,9 +29,9 @@ from dataclasses import dataclass, field
 from typing import Callable, Iterable, Iterator
 
 from ..adapter import ADAPTER_FILES, CONFIG_FILE, PICKLE_FILE, WEIGHTS_FILE
+from ..digests import is_sha256
 from ..errors import AdapterNotFound, InvalidAdapter, InvalidArgument, LoramgrError, PayloadTooLarge, PickleRefused
 from ..hf_card import card_base_model, card_description, card_task, split_card
-from ..registry import SHA256_HEX
 
 SMALL_LINE = 1024 * 1024
 # Small files read whole when a commit needs them (card, config).
@@ -220,7 +220,7 @@ def _add_line(commit: CommitRequest, item: dict, blobs, max_file_bytes: int) -> 
         commit.operations.append(Operation("add", path, digest, size))
     elif key == "lfsFile":
         oid = value.get("oid")
-        if value.get("algo", "sha256") != "sha256" or not isinstance(oid, str) or not SHA256_HEX.fullmatch(oid.lower()):
+        if value.get("algo", "sha256") != "sha256" or not isinstance(oid, str) or not is_sha256(oid.lower()):
             raise InvalidArgument("lfsFile entries need a sha256 oid (64 hex digits)")
         commit.operations.append(Operation("lfs", _path(value), oid.lower()))
     elif key in ("deletedFile", "deletedFolder"):

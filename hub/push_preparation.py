@@ -1,0 +1,89 @@
+"""What a push checks before anything is stored: its arguments, its folder (or the blobs a
+client uploaded), and the base model. Shared by the local registry, the remote client (which
+checks before uploading) and the server (which checks again before registering)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Mapping, Sequence
+
+from .adapter import ADAPTER_FILES, Manifest, convert_pickled_adapter, read_adapter
+from .digests import is_sha256
+from .errors import InvalidArgument, InvalidName
+from .examples_file import EXAMPLES_FILE, check_examples_file
+from .refs import LATEST, AdapterName, check_part
+
+SOURCES = ("pushed", "composed", "imported")
+
+
+def check_task(task: str) -> str:
+    if not isinstance(task, str) or not task.strip() or len(task) > 128 or any(ord(c) < 32 for c in task):
+        raise InvalidName(f"invalid task {task!r}: use 1-128 printable characters")
+    return task.strip()
+
+
+def check_push_arguments(name: str, task: str, tags: Sequence[str], source: str
+                         ) -> tuple[AdapterName, str, list[str]]:
+    """The checked (name, task, tags) of a push. Raises ``InvalidName``, ``InvalidArgument``."""
+    adapter_name = AdapterName.parse(name)
+    task = check_task(task)
+    tags = [check_part(t, "tag") for t in tags]
+    if LATEST in tags:
+        raise InvalidName("the tag 'latest' is managed by loramgr: it always names the newest version")
+    if source not in SOURCES:
+        raise InvalidArgument(f"invalid source {source!r}: one of {', '.join(SOURCES)}")
+    return adapter_name, task, tags
+
+
+def prepare_push(path: str | Path, scratch: Path, *, base: str | None, examples: str | Path | None,
+                 convert_pickle: bool) -> tuple[Manifest, str, dict[str, Path]]:
+    """Validate what a push would store: (manifest, base model, {file name: path to read}).
+
+    A pickled ``adapter_model.bin`` is converted into ``scratch`` when ``convert_pickle``.
+    Raises ``InvalidAdapter``, ``PickleRefused``, ``InvalidArgument``.
+    """
+    if examples is not None:
+        check_examples_file(Path(examples))
+    folder = Path(path)
+    if convert_pickle and not (folder / "adapter_model.safetensors").exists() \
+            and (folder / "adapter_model.bin").exists():
+        folder = convert_pickled_adapter(folder, scratch / "converted")
+    manifest = read_adapter(folder, digests=False)
+    sources = {f.name: folder / f.name for f in manifest.files}
+    if examples is not None:
+        sources[EXAMPLES_FILE] = Path(examples)
+    return manifest, base_model_of(manifest, base, path), sources
+
+
+def base_model_of(manifest: Manifest, base: str | None, origin) -> str:
+    """The base model of a push: ``base`` or the config's. Raises ``InvalidArgument`` if neither."""
+    base_model = base or manifest.base_model
+    if not base_model:
+        raise InvalidArgument(f"{origin}: adapter_config.json names no base model; pass --base")
+    return base_model
+
+
+def check_stored_files(files: Mapping[str, str], blobs) -> None:
+    """Check the files of a push from blobs already uploaded (file name -> sha256): adapter file
+    names, well-formed digests, blobs present. Raises ``InvalidArgument``."""
+    for filename, digest in sorted(files.items()):
+        if filename not in ADAPTER_FILES:
+            raise InvalidArgument(f"{filename!r} is not an adapter file: one of {', '.join(ADAPTER_FILES)}")
+        if not is_sha256(digest):
+            raise InvalidArgument(f"invalid sha256 {digest!r} for {filename}: expected 64 hex digits",
+                                  path=filename)
+        if not blobs.has(digest):
+            raise InvalidArgument(f"{filename} (sha256:{digest[:16]}) is not in the blob store: upload it first",
+                                  path=filename, digest=digest)
+
+
+def stage_stored_files(files: Mapping[str, str], blobs, folder: Path) -> None:
+    """Put stored blobs under their file names in ``folder``, to be read like a pushed folder:
+    linked when the store is a local folder, copied otherwise."""
+    for filename, digest in files.items():
+        local = blobs.path(digest)
+        if local is not None:
+            os.symlink(local, folder / filename)
+        else:
+            blobs.copy_to(digest, folder / filename)
