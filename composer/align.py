@@ -12,7 +12,7 @@ import math
 import numbers
 from dataclasses import dataclass, field
 from functools import reduce
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 import torch
 
@@ -43,6 +43,7 @@ class CombinedLora:
     params: dict[str, Any] = field(default_factory=dict)
     truncation_error: float | None = None
     module_errors: dict[str, float] = field(default_factory=dict)
+    module_weights: dict[str, tuple[float, ...]] = field(default_factory=dict)  # where they override weights
 
     def delta(self, module: str) -> torch.Tensor:
         """The dense update of one module (float64); for tests and small shapes."""
@@ -82,28 +83,35 @@ def check_compatible(adapters: Sequence[LoraWeights]) -> None:
                 )
 
 
-def align(adapters: Sequence[LoraWeights], weights: Sequence[float]) -> dict[str, list[tuple[float, LoraFactors]]]:
+def align(adapters: Sequence[LoraWeights], weights: Sequence[float],
+          module_weights: Mapping[str, Sequence[float]] | None = None) -> dict[str, list[tuple[float, LoraFactors]]]:
     """Group ``(weight, factors)`` by module over the union of the adapters' modules, sorted by
     module path; an adapter without a module is simply absent from its list (it contributes
-    zero). Factors are cast to one floating dtype (at least float32)."""
+    zero). Factors are cast to one floating dtype (at least float32). ``module_weights`` gives
+    some modules their own weights (one per adapter), e.g. per layer block."""
     dtype = reduce(torch.promote_types, (f.A.dtype for a in adapters for f in a.modules.values()), torch.float32)
+    module_weights = module_weights or {}
     aligned: dict[str, list[tuple[float, LoraFactors]]] = {}
-    for adapter, weight in zip(adapters, weights):
+    for i, (adapter, weight) in enumerate(zip(adapters, weights)):
         for module, f in adapter.modules.items():
             if f.A.dtype != dtype or f.B.dtype != dtype:
                 f = LoraFactors(f.A.to(dtype), f.B.to(dtype), f.scaling)
-            aligned.setdefault(module, []).append((weight, f))
+            own = module_weights.get(module)
+            aligned.setdefault(module, []).append((weight if own is None else own[i], f))
     return dict(sorted(aligned.items()))
 
 
 def combine(adapters: Sequence[LoraWeights], weights: Sequence[float], *, method: str = "delta",
-            rank: int | None = None, seed: int = 0, **params: Any) -> CombinedLora:
+            rank: int | None = None, seed: int = 0, module_weights: Mapping[str, Sequence[float]] | None = None,
+            **params: Any) -> CombinedLora:
     """Combine adapters with ``weights`` by ``method`` (see ``methods.names()``).
 
     ``rank``: for exact methods (``delta``/``linear``, ``lorahub``) an optional re-compression to
     at most ``rank`` (modules already at or below it stay exact); for dense methods (``ties``,
     ``dare``, ``dare_ties``) the rank of the truncated SVD, by default the sum of the input ranks
     of each module. ``seed`` drives random methods; ``params`` are the method's parameters.
+    ``module_weights`` maps module paths to their own weights (one per adapter), overriding
+    ``weights`` there (finer weights, e.g. per layer block, from the gradient search).
 
     Raises ``InvalidArgument`` (bad weights, rank, seed, method or parameters),
     ``IncompatibleAdapters`` (different base models; unequal shapes for ``lorahub``),
@@ -111,8 +119,10 @@ def combine(adapters: Sequence[LoraWeights], weights: Sequence[float], *, method
     """
     chosen = methods.get(method)(**params)
     weights = _check_arguments(adapters, weights, rank, seed)
+    module_weights = {module: _check_arguments(adapters, own, rank, seed)
+                      for module, own in (module_weights or {}).items()}
     check_compatible(adapters)
-    aligned = align(adapters, weights)
+    aligned = align(adapters, weights, module_weights)
     if not aligned:
         raise CompositionError("the adapters have no LoRA modules to combine")
 
@@ -149,6 +159,7 @@ def combine(adapters: Sequence[LoraWeights], weights: Sequence[float], *, method
         params=dict(chosen.values),
         truncation_error=truncation_error,
         module_errors=errors,
+        module_weights={module: tuple(own) for module, own in sorted(module_weights.items())},
     )
 
 

@@ -21,7 +21,7 @@ as PEFT does with its default float32 adapter weights.
 from __future__ import annotations
 
 import weakref
-from typing import Sequence
+from typing import Mapping, Sequence
 
 import numpy as np
 import torch
@@ -48,12 +48,18 @@ class _DeltaTerm:
 
     def update(self, W: torch.Tensor) -> None:
         K = W.shape[0]
-        if self.B_weighted.shape[:1] != (K,):  # allocate only when the candidate count changes
+        # Allocate only when the candidate count changes, or after a differentiable assign.
+        if self.B_weighted.shape[:1] != (K,) or self.B_weighted.requires_grad:
             self.row_weights = W.new_empty(K, self.owner.numel())
             self.B_weighted = W.new_empty(K, *self.B_t.shape)
         torch.index_select(W, 1, self.owner, out=self.row_weights)
         # Folding the row weights into B costs R*out per candidate, far less than scaling h.
         torch.mul(self.row_weights.unsqueeze(2), self.B_t, out=self.B_weighted)
+
+    def assign(self, W: torch.Tensor) -> None:
+        """``update`` without ``out=`` buffers, so autograd can follow ``W``."""
+        self.row_weights = W.index_select(1, self.owner)
+        self.B_weighted = self.row_weights.unsqueeze(2) * self.B_t
 
     def state_tensors(self) -> list[torch.Tensor]:
         return [self.row_weights, self.B_weighted]
@@ -77,13 +83,20 @@ class _LorahubTerm:
 
     def update(self, W: torch.Tensor) -> None:
         K = W.shape[0]
-        if self.A_mix.shape[:1] != (K,):  # allocate only when the candidate count changes
+        # Allocate only when the candidate count changes, or after a differentiable assign.
+        if self.A_mix.shape[:1] != (K,) or self.A_mix.requires_grad:
             self.present_weights = W.new_empty(K, self.owner.numel())
             self.A_mix = W.new_empty(K, self.r * self.d_in)
             self.B_mix = W.new_empty(K, self.d_out * self.r)
         torch.index_select(W, 1, self.owner, out=self.present_weights)
         torch.matmul(self.present_weights, self.A_flat, out=self.A_mix)
         torch.matmul(self.present_weights, self.B_flat, out=self.B_mix)
+
+    def assign(self, W: torch.Tensor) -> None:
+        """``update`` without ``out=`` buffers, so autograd can follow ``W``."""
+        self.present_weights = W.index_select(1, self.owner)
+        self.A_mix = self.present_weights @ self.A_flat
+        self.B_mix = self.present_weights @ self.B_flat
 
     def state_tensors(self) -> list[torch.Tensor]:
         return [self.present_weights, self.A_mix, self.B_mix]
@@ -150,6 +163,35 @@ class InjectedLora:
             else:
                 self._weights.copy_(W)
             self._update_terms()
+
+    def set_weight_tensors(self, weights: torch.Tensor | Mapping[str, torch.Tensor]) -> None:
+        """Use weights given as torch tensors, differentiably: a loss computed by the next
+        forward can be back-propagated to them (for gradient-based weight search).
+
+        ``weights`` is one ``K x n`` tensor for every module, or a mapping from each injected
+        module path (see ``modules``) to its own ``K x n`` tensor (finer weights, e.g. one per
+        layer block). Tensors may live on any device; they are moved to each module's device.
+        The next ``set_candidate_weights`` goes back to the fast in-place path.
+
+        Raises ``CompositionError`` when a shape is not ``K x n`` (one ``K`` for all modules)
+        or a module path is missing or unknown.
+        """
+        per_module = weights if isinstance(weights, Mapping) else dict.fromkeys(self.modules, weights)
+        if set(per_module) != set(self.modules):
+            unknown = sorted(set(per_module) ^ set(self.modules))
+            raise CompositionError(f"weights must be given for exactly the injected modules; "
+                                   f"check {', '.join(unknown[:3])}")
+        shapes = {tuple(W.shape) for W in per_module.values()}
+        (shape,) = shapes if len(shapes) == 1 else (None,)
+        if shape is None or len(shape) != 2 or shape[1] != self.num_adapters or shape[0] < 1:
+            raise CompositionError(f"expected weights of one shape (K, {self.num_adapters}), "
+                                   f"got {sorted(shapes)}")
+        for path, W in per_module.items():
+            term = self._terms[path]
+            term.assign(W.to(device=term.owner.device, dtype=torch.float32))
+        # The hooks read K from here; the values are a summary (the first module's).
+        first = per_module[self.modules[0]]
+        self._weights = first.detach().to(device=self._weights.device, dtype=torch.float32).clone()
 
     def state_tensors(self) -> list[torch.Tensor]:
         """The tensors a weight update writes into (they keep their storage while ``K`` stays)."""

@@ -25,6 +25,7 @@ from torch import nn
 from .errors import CompositionError, ExamplesError
 from .examples import Example
 from .injection import InjectedLora
+from .prompts import DEFAULT_PROMPT_FORMAT, prompt_token_ids
 
 IGNORE = -100
 DEFAULT_L1 = 0.05  # LoraHub's default regularisation strength
@@ -75,8 +76,12 @@ def _repeat(t: torch.Tensor, times: int) -> torch.Tensor:
     return t if times == 1 else t.repeat(times, *([1] * (t.ndim - 1)))
 
 
-def tokenize_examples(model: nn.Module, tokenizer, examples: Sequence[Example], *, pack: bool = True) -> FewShotBatch:
+def tokenize_examples(model: nn.Module, tokenizer, examples: Sequence[Example], *, pack: bool = True,
+                      prompt_format: str = DEFAULT_PROMPT_FORMAT) -> FewShotBatch:
     """Tokenise ``examples`` once for ``model`` (seq2seq or causal LM, from its config).
+
+    ``prompt_format`` (see ``composer.prompts``) says how a causal LM is shown each input:
+    ``plain`` text or the tokenizer's ``chat`` template; seq2seq models take it plain.
 
     For a causal LM the examples are packed into one row without padding (position ids restart
     at each example) when the model supports that and, checked once here, the packed batch gives
@@ -112,12 +117,13 @@ def _tokenize_seq2seq(model: nn.Module, tokenizer, examples: Sequence[Example]) 
     return FewShotBatch(inputs, labels, True)
 
 
-def _tokenize_causal(model: nn.Module, tokenizer, examples: Sequence[Example], device, pack: bool) -> FewShotBatch:
+def _tokenize_causal(model: nn.Module, tokenizer, examples: Sequence[Example], device, pack: bool,
+                     prompt_format: str = DEFAULT_PROMPT_FORMAT) -> FewShotBatch:
     eos = [] if tokenizer.eos_token_id is None else [tokenizer.eos_token_id]
     rows, targets = [], []
     for example in examples:
         # The input keeps the tokenizer's own special tokens (Llama's BOS); the output is plain text.
-        prompt = tokenizer(example.input)["input_ids"]
+        prompt = prompt_token_ids(tokenizer, example.input, prompt_format)
         answer = tokenizer(example.output, add_special_tokens=False)["input_ids"] + eos
         rows.append(prompt + answer)
         targets.append([IGNORE] * len(prompt) + answer)
@@ -196,11 +202,25 @@ def few_shot_losses(model: nn.Module, batch: FewShotBatch, replicas: int = 1) ->
     ``replicas=K`` to score them all in one forward.
     """
     with torch.inference_mode(), _eval_mode(model):
-        logits = model(**batch.model_inputs(replicas)).logits
-        # Only scored rows go through the (vocabulary-wide) log-softmax.
-        scored = logits.reshape(replicas, -1, logits.shape[-1])[:, batch.label_positions]
-        ce = F.cross_entropy(scored.flatten(0, 1).float(), batch.label_ids.repeat(replicas), reduction="none")
-        return ce.view(replicas, -1).mean(dim=1).cpu()
+        return _replica_losses(model, batch, replicas).cpu()
+
+
+def few_shot_losses_with_grad(model: nn.Module, batch: FewShotBatch, replicas: int = 1) -> torch.Tensor:
+    """``few_shot_losses`` with autograd on: a float32 tensor of length ``replicas`` on the
+    model's device, which can be back-propagated to weights set with
+    ``InjectedLora.set_weight_tensors``. Dropout is off (eval mode) as in ``few_shot_losses``.
+    Freeze the model's own parameters first, or their gradients are computed too.
+    """
+    with torch.enable_grad(), _eval_mode(model):
+        return _replica_losses(model, batch, replicas)
+
+
+def _replica_losses(model: nn.Module, batch: FewShotBatch, replicas: int) -> torch.Tensor:
+    logits = model(**batch.model_inputs(replicas)).logits
+    # Only scored rows go through the (vocabulary-wide) log-softmax.
+    scored = logits.reshape(replicas, -1, logits.shape[-1])[:, batch.label_positions]
+    ce = F.cross_entropy(scored.flatten(0, 1).float(), batch.label_ids.repeat(replicas), reduction="none")
+    return ce.view(replicas, -1).mean(dim=1)
 
 
 def few_shot_loss(model: nn.Module, batch: FewShotBatch) -> float:

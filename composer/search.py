@@ -25,6 +25,7 @@ from .objective import DEFAULT_L1, FewShotBatch, Objective
 
 DEFAULT_OPTIMIZER = "NGOpt"  # LoraHub's choice
 DEFAULT_BOUNDS = (-1.5, 1.5)
+DEFAULT_TOL = 1e-4  # early stopping: a smaller gain in the loss does not count as progress
 # Re-scoring the winner alone must give the loss the search saw in a batch, up to float noise.
 _RESCORE_TOLERANCE = 1e-4
 
@@ -56,12 +57,19 @@ class SearchResult:
     optimizer: str
     seed: int
     mode: str
+    # Finer weights (gradient search, granularity "block"): per layer block and per injected
+    # module path, one weight per adapter. ``weights`` then is their mean over blocks, a summary;
+    # pass ``module_weights`` to ``combine`` to export what was scored.
+    block_weights: dict[str, tuple[float, ...]] | None = None
+    module_weights: dict[str, tuple[float, ...]] | None = None
+    stopped_early: bool = False
 
 
 def search_weights(model: nn.Module, adapters: Sequence[LoraWeights], examples_batch: FewShotBatch, *,
                    mode: str = "lorahub", budget: int = 40, optimizer: str = DEFAULT_OPTIMIZER, seed: int = 0,
                    l1: float = DEFAULT_L1, bounds: tuple[float, float] = DEFAULT_BOUNDS, num_workers: int = 1,
-                   callback: Callable[[int, float], None] | None = None, screen: bool = True) -> SearchResult:
+                   callback: Callable[[int, float], None] | None = None, screen: bool = True,
+                   patience: int | None = None, tol: float = DEFAULT_TOL) -> SearchResult:
     """Search weights for ``adapters`` that minimise the few-shot loss plus ``l1 * mean|w|``.
 
     ``budget`` candidates are scored (``num_workers`` per forward); the same seed and inputs
@@ -71,13 +79,16 @@ def search_weights(model: nn.Module, adapters: Sequence[LoraWeights], examples_b
     40-evaluation search over 20+ weights rarely lands on one adapter alone, and the
     optimizer then continues from the best of these.
     ``callback(evaluations_done, best_loss)`` is called after each forward. The model is left
-    as it was.
+    as it was. With ``patience`` the search stops early once ``patience`` evaluations in a row
+    (after the screening points) have not improved the best loss by more than ``tol``; the
+    budget is then an upper bound.
 
     Raises ``CompositionError`` for a budget or worker count below 1, bad bounds, a negative
     ``l1``, an unknown optimizer (naming close matches) or mode, and whatever
     ``inject_composite`` raises.
     """
     _check_arguments(budget, num_workers, bounds, mode, l1)
+    _check_patience(patience, tol)
     optimizer_class = _optimizer_class(optimizer)
     n = len(adapters)
     started = time.perf_counter()
@@ -93,14 +104,15 @@ def search_weights(model: nn.Module, adapters: Sequence[LoraWeights], examples_b
         try:
             suggestions = screening_points(n) if screen else []
             best_weights, best, history = _run(search, objective, initial, budget, num_workers, callback,
-                                               suggestions)
+                                               suggestions, patience, tol)
         finally:
             _stop_optimizer_threads(search)
         final = objective.score(best_weights)
     _check_rescored(best.loss, final.loss)
     return SearchResult(weights=tuple(best_weights.tolist()), loss=final.loss, task_loss=final.task_loss,
                         initial_loss=initial.loss, history=tuple(history), evaluations=len(history),
-                        seconds=time.perf_counter() - started, optimizer=optimizer, seed=seed, mode=mode)
+                        seconds=time.perf_counter() - started, optimizer=optimizer, seed=seed, mode=mode,
+                        stopped_early=len(history) < budget)
 
 
 def screening_points(n: int) -> list[np.ndarray]:
@@ -118,12 +130,15 @@ def _ask(search, suggestions: list[np.ndarray]):
 
 
 def _run(search, objective: Objective, initial, budget: int, num_workers: int, callback,
-         suggestions: list[np.ndarray]):
-    """Ask, score (``num_workers`` per forward) and tell until the budget is spent; return the
-    best weights (``w = 0`` unless a candidate beats it), their score and every evaluation."""
+         suggestions: list[np.ndarray], patience: int | None = None, tol: float = DEFAULT_TOL):
+    """Ask, score (``num_workers`` per forward) and tell until the budget is spent (or, with
+    ``patience``, the loss has stalled); return the best weights (``w = 0`` unless a candidate
+    beats it), their score and every evaluation."""
     best_weights, best = np.zeros(objective.composite.num_adapters), initial
     history: list[Evaluation] = []
+    screening = len(suggestions)
     suggestions = list(suggestions)
+    stalled, reference = 0, initial.loss  # evaluations since the best improved by more than tol
     while len(history) < budget:
         asked = [_ask(search, suggestions) for _ in range(min(num_workers, budget - len(history)))]
         candidates = np.stack([np.asarray(c.value, dtype=np.float64) for c in asked])
@@ -132,9 +147,22 @@ def _run(search, objective: Objective, initial, budget: int, num_workers: int, c
             history.append(Evaluation(tuple(values.tolist()), score.loss, score.task_loss))
             if score.loss < best.loss:
                 best_weights, best = values, score
+            if best.loss < reference - tol:
+                stalled, reference = 0, best.loss
+            elif len(history) > screening:
+                stalled += 1
         if callback is not None:
             callback(len(history), best.loss)
+        if patience is not None and stalled >= patience:
+            break
     return best_weights, best, history
+
+
+def _check_patience(patience: int | None, tol: float) -> None:
+    if patience is not None and (not isinstance(patience, numbers.Integral) or patience < 1):
+        raise CompositionError(f"patience must be a whole number >= 1 (or None), got {patience!r}")
+    if not (math.isfinite(tol) and tol >= 0):
+        raise CompositionError(f"the early-stopping tolerance must be a number >= 0, got {tol!r}")
 
 
 def _stop_optimizer_threads(search) -> None:
