@@ -85,6 +85,9 @@ class Manifest:
     full_weights: list[tuple[str, tuple[int, ...]]] = field(default_factory=list)
     ignored_files: list[str] = field(default_factory=list)
     metadata: dict[str, str] = field(default_factory=dict)
+    # "peft", or the Stable Diffusion LoRA layout (hub/formats): "diffusers" or "kohya".
+    format: str = "peft"
+    components: list[str] = field(default_factory=list)  # pipeline parts a diffusers/kohya LoRA adapts
 
     def to_dict(self) -> dict:
         data = {name: getattr(self, name) for name in self.__dataclass_fields__}
@@ -124,6 +127,10 @@ def read_adapter(path: str | Path, *, digests: bool = True) -> Manifest:
     partner, shapes disagree with the configured rank, or a dtype is not floating point.
     """
     folder = Path(path)
+    if _is_other_format(folder):
+        from .formats import read_other_adapter  # diffusers / kohya-style files; loralib pickles refused
+
+        return read_other_adapter(folder, digests=digests)
     if not folder.is_dir():
         raise InvalidAdapter(f"{folder}: {'not a folder' if folder.exists() else 'no such folder'}", path=str(folder))
     config = read_lora_config(folder)
@@ -219,6 +226,13 @@ def _check_config(config_path: Path, config: dict) -> dict:
         if config.get(name) is not None and not isinstance(config[name], str):
             raise invalid(f"{name} must be a string, not {config[name]!r}")
     return config
+
+
+def _is_other_format(path: Path) -> bool:
+    # A single file, or a folder with neither a config nor PEFT's weight file names.
+    if path.is_file():
+        return True
+    return path.is_dir() and not any((path / name).exists() for name in (CONFIG_FILE, WEIGHTS_FILE, PICKLE_FILE))
 
 
 def _read_weights_header(folder: Path) -> SafetensorsHeader:
