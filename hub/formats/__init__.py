@@ -45,7 +45,7 @@ def weights_file(path: str | Path) -> Path:
                 f"{path}: a pickled checkpoint, which can run code when loaded; a loralib checkpoint is "
                 "converted to a PEFT folder with --convert-pickle --base BASE --alpha ALPHA", path=str(path))
         if path.suffix != ".safetensors":
-            raise InvalidAdapter(f"{path}: not a .safetensors file or an adapter folder", path=str(path))
+            raise InvalidAdapter(f"{path}: not a folder, nor a .safetensors LoRA file", path=str(path))
         return path
     found = sorted(p for p in path.iterdir() if p.is_file() and p.suffix == ".safetensors")
     pickles = sorted(p.name for p in path.iterdir() if p.is_file() and p.suffix in PICKLE_SUFFIXES)
