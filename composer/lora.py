@@ -81,6 +81,8 @@ def load_lora(path: str | Path, *, dtype: torch.dtype = torch.float32, device="c
     adapters when they are pushed.
     """
     path = Path(path)
+    if not (path / "adapter_config.json").is_file():
+        _refuse_other_format(path, label)
     config = json.loads((path / "adapter_config.json").read_text())
     if config.get("use_dora"):
         raise UnsupportedAdapter(f"{label or path}: DoRA adapters cannot be combined (use_dora=true)")
@@ -98,3 +100,15 @@ def load_lora(path: str | Path, *, dtype: torch.dtype = torch.float32, device="c
         for module, ab in sorted(factors.items())
     }
     return LoraWeights(config=config, modules=modules, label=label or path.name)
+
+
+def _refuse_other_format(path: Path, label: str) -> None:
+    """Raise ``UnsupportedAdapter`` for a folder that is not a PEFT adapter, saying what it is."""
+    from loramgr.hub.formats import detect_format
+
+    kind = detect_format(path)
+    if kind is not None:
+        raise UnsupportedAdapter(f"{label or path}: a Stable Diffusion LoRA ({kind} format) cannot be composed or "
+                                 "merged yet: the composer scores language models only; pull it and load it with "
+                                 "diffusers' load_lora_weights")
+    raise UnsupportedAdapter(f"{label or path}: not a PEFT adapter (no adapter_config.json)")

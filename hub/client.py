@@ -209,7 +209,7 @@ class RemoteRegistry:
     def push(self, path: str | Path, *, name: str, task: str, base: str | None = None,
              tags: Sequence[str] = (), description: str | None = None, examples: str | Path | None = None,
              convert_pickle: bool = False, source: str = "pushed", lineage: Lineage | None = None,
-             progress: Progress | None = None) -> AdapterVersion:
+             progress: Progress | None = None, alpha: float | None = None) -> AdapterVersion:
         """Upload the adapter folder at ``path`` as the next version of ``name``.
 
         Checked here first (as a local push), uploaded blob by blob (skipping what the hub has),
@@ -220,7 +220,7 @@ class RemoteRegistry:
         adapter_name, task, tags = check_push_arguments(name, task, tags, source)
         with tempfile.TemporaryDirectory(prefix="loramgr-push-") as scratch:
             manifest, base_model, sources = prepare_push(path, Path(scratch), base=base, examples=examples,
-                                                         convert_pickle=convert_pickle)
+                                                         convert_pickle=convert_pickle, alpha=alpha)
             limit = self.info()["max_upload_bytes"]
             for filename, file_path in sorted(sources.items()):
                 if file_path.stat().st_size > limit:

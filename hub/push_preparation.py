@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Mapping, Sequence
 
 from .adapter import ADAPTER_FILES, Manifest, convert_pickled_adapter, read_adapter
+from .formats import files_root, is_weights_file_name, push_source
 from .digests import is_sha256
 from .errors import InvalidArgument, InvalidName
 from .examples_file import EXAMPLES_FILE, check_examples_file
@@ -37,20 +38,22 @@ def check_push_arguments(name: str, task: str, tags: Sequence[str], source: str
 
 
 def prepare_push(path: str | Path, scratch: Path, *, base: str | None, examples: str | Path | None,
-                 convert_pickle: bool) -> tuple[Manifest, str, dict[str, Path]]:
+                 convert_pickle: bool, alpha: float | None = None) -> tuple[Manifest, str, dict[str, Path]]:
     """Validate what a push would store: (manifest, base model, {file name: path to read}).
 
-    A pickled ``adapter_model.bin`` is converted into ``scratch`` when ``convert_pickle``.
+    A pickled ``adapter_model.bin`` is converted into ``scratch`` when ``convert_pickle``; so is a
+    loralib checkpoint, into a PEFT folder for ``base`` with ``alpha`` (``hub/formats``).
+    ``path`` may also be a Stable Diffusion LoRA file, or a folder holding one.
     Raises ``InvalidAdapter``, ``PickleRefused``, ``InvalidArgument``.
     """
     if examples is not None:
         check_examples_file(Path(examples))
-    folder = Path(path)
+    folder = push_source(path, scratch, convert_pickle=convert_pickle, base=base, alpha=alpha)
     if convert_pickle and not (folder / "adapter_model.safetensors").exists() \
             and (folder / "adapter_model.bin").exists():
         folder = convert_pickled_adapter(folder, scratch / "converted")
     manifest = read_adapter(folder, digests=False)
-    sources = {f.name: folder / f.name for f in manifest.files}
+    sources = {f.name: files_root(folder) / f.name for f in manifest.files}
     if examples is not None:
         sources[EXAMPLES_FILE] = Path(examples)
     return manifest, base_model_of(manifest, base, path), sources
@@ -60,6 +63,9 @@ def base_model_of(manifest: Manifest, base: str | None, origin) -> str:
     """The base model of a push: ``base`` or the config's. Raises ``InvalidArgument`` if neither."""
     base_model = base or manifest.base_model
     if not base_model:
+        if manifest.format != "peft":
+            raise InvalidArgument(f"{origin}: a {manifest.format} LoRA file does not name its base model; pass "
+                                  "--base, e.g. stable-diffusion-v1-5/stable-diffusion-v1-5")
         raise InvalidArgument(f"{origin}: adapter_config.json names no base model; pass --base")
     return base_model
 
@@ -68,7 +74,7 @@ def check_stored_files(files: Mapping[str, str], blobs) -> None:
     """Check the files of a push from blobs already uploaded (file name -> sha256): adapter file
     names, well-formed digests, blobs present. Raises ``InvalidArgument``."""
     for filename, digest in sorted(files.items()):
-        if filename not in ADAPTER_FILES:
+        if filename not in ADAPTER_FILES and not is_weights_file_name(filename):
             raise InvalidArgument(f"{filename!r} is not an adapter file: one of {', '.join(ADAPTER_FILES)}")
         if not is_sha256(digest):
             raise InvalidArgument(f"invalid sha256 {digest!r} for {filename}: expected 64 hex digits",

@@ -53,7 +53,7 @@ class Registry:
     def push(self, path: str | Path, *, name: str, task: str, base: str | None = None,
              tags: Sequence[str] = (), description: str | None = None, examples: str | Path | None = None,
              convert_pickle: bool = False, source: str = "pushed", lineage: Lineage | None = None,
-             progress: Progress | None = None) -> AdapterVersion:
+             progress: Progress | None = None, alpha: float | None = None) -> AdapterVersion:
         """Store the adapter folder at ``path`` as the next version of ``name``.
 
         All or nothing: blobs are written first, then one transaction registers the version and
@@ -63,7 +63,7 @@ class Registry:
         adapter_name, task, tags = check_push_arguments(name, task, tags, source)
         with tempfile.TemporaryDirectory(prefix="loramgr-push-") as scratch:
             manifest, base_model, sources = prepare_push(path, Path(scratch), base=base, examples=examples,
-                                                         convert_pickle=convert_pickle)
+                                                         convert_pickle=convert_pickle, alpha=alpha)
             stored = {}
             for filename, file_path in sorted(sources.items()):
                 stored[filename] = self.blobs.put_file(file_path, progress=progress)

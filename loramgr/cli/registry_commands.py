@@ -24,6 +24,8 @@ def emit_versions(found, *, as_json: bool, empty: str) -> None:
 
 
 def _folder_size(path: Path) -> int:
+    if Path(path).is_file():
+        return Path(path).stat().st_size
     return sum(f.stat().st_size for f in Path(path).iterdir() if f.is_file()) if Path(path).is_dir() else 0
 
 
@@ -38,17 +40,25 @@ def _folder_size(path: Path) -> int:
               help="JSON Lines few-shot examples to register with the version (used by compose).")
 @click.option("--convert-pickle", is_flag=True,
               help="Accept a pickled adapter_model.bin: loaded with torch.load(weights_only=True), stored as safetensors.")
+@click.option("--alpha", type=click.FloatRange(min=0, min_open=True),
+              help="With --convert-pickle and a loralib checkpoint: the lora_alpha it was trained with.")
 @json_option
 @click.pass_context
-def push(ctx, path, name, task, base, tags, description, examples, convert_pickle, as_json):
+def push(ctx, path, name, task, base, tags, description, examples, convert_pickle, alpha, as_json):
     """Store the PEFT LoRA folder PATH as the next version of NS/NAME.
 
     The folder needs adapter_config.json and adapter_model.safetensors; README.md and
     examples.jsonl are kept too. The push is all or nothing.
+
+    PATH may also be a Stable Diffusion LoRA (diffusers' pytorch_lora_weights.safetensors or a
+    kohya-style file), or a folder holding one and maybe a README.md: stored byte for byte; name
+    its base model with --base. A loralib checkpoint (torch.save of lora.lora_state_dict) is
+    converted to a PEFT folder with --convert-pickle --base BASE --alpha ALPHA.
     """
     with byte_progress("push", _folder_size(path), quiet=as_json) as progress:
         version = registry(ctx).push(path, name=name, task=task, base=base, tags=tags, description=description,
-                                     examples=examples, convert_pickle=convert_pickle, progress=progress)
+                                     examples=examples, convert_pickle=convert_pickle, progress=progress,
+                                     alpha=alpha)
     if as_json:
         emit_json(version)
     else:
