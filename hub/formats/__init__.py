@@ -100,3 +100,16 @@ def files_root(path: str | Path) -> Path:
     """The folder the files of a ``Manifest`` read from ``path`` lie in."""
     path = Path(path)
     return path if path.is_dir() else path.parent
+
+
+def other_file_problem(names, adapter_files) -> str | None:
+    """Why the file names of an uploaded version are not allowed, or None. Beside
+    ``adapter_files`` a version may hold one Stable Diffusion LoRA ``.safetensors`` file, and then
+    no ``adapter_config.json`` (a PEFT version cannot smuggle in a file nobody validated)."""
+    others = sorted(n for n in names if n not in adapter_files)
+    if not others:
+        return None
+    if len(others) == 1 and is_weights_file_name(others[0]) and "adapter_config.json" not in names:
+        return None
+    return (f"{others[0]!r} is not an adapter file: one of {', '.join(adapter_files)}, or a single "
+            "Stable Diffusion LoRA .safetensors file without adapter_config.json")
