@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Mapping, Sequence
 
 from .adapter import ADAPTER_FILES, Manifest, convert_pickled_adapter, read_adapter
-from .formats import files_root, is_weights_file_name, push_source
+from .formats import files_root, other_file_problem, push_source
 from .digests import is_sha256
 from .errors import InvalidArgument, InvalidName
 from .examples_file import EXAMPLES_FILE, check_examples_file
@@ -73,9 +73,10 @@ def base_model_of(manifest: Manifest, base: str | None, origin) -> str:
 def check_stored_files(files: Mapping[str, str], blobs) -> None:
     """Check the files of a push from blobs already uploaded (file name -> sha256): adapter file
     names, well-formed digests, blobs present. Raises ``InvalidArgument``."""
+    problem = other_file_problem(files, ADAPTER_FILES)
+    if problem:
+        raise InvalidArgument(problem)
     for filename, digest in sorted(files.items()):
-        if filename not in ADAPTER_FILES and not is_weights_file_name(filename):
-            raise InvalidArgument(f"{filename!r} is not an adapter file: one of {', '.join(ADAPTER_FILES)}")
         if not is_sha256(digest):
             raise InvalidArgument(f"invalid sha256 {digest!r} for {filename}: expected 64 hex digits",
                                   path=filename)
