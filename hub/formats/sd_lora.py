@@ -47,9 +47,9 @@ _ROLE = {"lora_A.weight": "down", "lora.down.weight": "down", "lora_linear_layer
 KOHYA_TARGETS = ("to_q", "to_k", "to_v", "to_out_0", "proj_in", "proj_out", "ff_net_0_proj", "ff_net_2",
                  "q_proj", "k_proj", "v_proj", "out_proj", "fc1", "fc2", "conv_shortcut", "time_emb_proj",
                  "conv1", "conv2", "conv", "add_k_proj", "add_v_proj", "add_q_proj", "to_add_out", "proj_mlp")
-# What the other LoRA-like systems write, so the refusal can name it.
+# Tensor name parts the other LoRA-like systems write, so the refusal can name them.
 _UNSUPPORTED = (("hada_w1_a", "LyCORIS LoHa"), ("lokr_w1", "LyCORIS LoKr"), ("dora_scale", "DoRA"),
-                ("lora_magnitude_vector", "DoRA"), ("oft_blocks", "OFT"), (".diff", "a full weight difference"))
+                ("lora_magnitude_vector", "DoRA"), ("oft_blocks", "OFT"), ("diff", "a full weight difference"))
 _SCALAR_FORMATS = {"F64": "<d", "F32": "<f", "F16": "<e"}
 
 
@@ -93,7 +93,7 @@ def read_sd_lora(weights: Path, *, card_folder: Path | None, digests: bool) -> M
 
 def _format_of(weights: Path, keys: list[str]) -> str:
     for marker, what in _UNSUPPORTED:
-        found = next((k for k in keys if marker in k), None)
+        found = next((k for k in keys if marker in k.split(".")), None)
         if found:
             raise InvalidAdapter(f"{weights}: tensor {found!r} is {what}, not LoRA; only LoRA files "
                                  "(diffusers or kohya-style) are supported", path=str(weights))
