@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from loramgr.hub.errors import LoramgrError
+from loramgr.hub.errors import LoramgrError, error_table
 
 
 class CompositionError(LoramgrError, ValueError):
@@ -28,3 +28,7 @@ class UnsupportedAdapter(CompositionError):
     """An adapter feature the composer cannot combine (DoRA, embeddings, modules_to_save)."""
 
     code = "unsupported_adapter"
+
+
+# The composer's code -> class table (the hub's is ``loramgr.hub.errors.HUB_ERRORS``).
+COMPOSER_ERRORS = error_table(CompositionError, IncompatibleAdapters, ExamplesError, UnsupportedAdapter)

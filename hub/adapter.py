@@ -114,11 +114,13 @@ class _Module:
     embedding: bool = False
 
 
-def read_adapter(path: str | Path, *, digests: bool = True) -> Manifest:
+def read_adapter(path: str | Path, *, digests: bool = True, label: str | None = None) -> Manifest:
     """Validate the PEFT LoRA adapter folder at ``path`` and describe it.
 
     Only the config and the safetensors header are read; with ``digests`` (the default) each
-    version file is also hashed (sha256) for ``Manifest.files``.
+    version file is also hashed (sha256) for ``Manifest.files``. Errors name ``label`` in place
+    of the folder (message and ``path`` detail): what the user named when ``path`` is a scratch
+    copy.
 
     Raises ``PickleRefused`` when the weights are only in a pickled ``adapter_model.bin``, and
     ``InvalidAdapter`` (one line naming the file and the problem) when the folder or
@@ -126,7 +128,15 @@ def read_adapter(path: str | Path, *, digests: bool = True) -> Manifest:
     is corrupt, a tensor is not a LoRA / DoRA / modules_to_save tensor, a factor lacks its
     partner, shapes disagree with the configured rank, or a dtype is not floating point.
     """
-    folder = Path(path)
+    try:
+        return _read_adapter(Path(path), digests)
+    except (InvalidAdapter, PickleRefused) as error:
+        if not label:
+            raise
+        raise error.naming(Path(path), label) from None
+
+
+def _read_adapter(folder: Path, digests: bool) -> Manifest:
     if _is_other_format(folder):
         from .formats import read_other_adapter  # diffusers / kohya-style files; loralib pickles refused
 

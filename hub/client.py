@@ -131,13 +131,15 @@ class RemoteRegistry:
         request = f"{response.request.method} {response.request.url.path}"
         try:
             error = response.json()["error"]
-            code, message = error["code"], error["message"]
-        except (ValueError, KeyError, TypeError):
+            code, message, details = error["code"], error["message"], error.get("details")
+            if not isinstance(details, dict):
+                details = {}  # an older hub sends none
+        except (ValueError, KeyError, TypeError, AttributeError):
             # No JSON error body: a HEAD request, or something between us and the hub.
             cls = _STATUS_ERRORS.get(response.status_code, RemoteError)
             raise cls(f"{self.url} answered {request} with HTTP {response.status_code}"
                       + (f": {response.text[:200]!r}" if response.text else "")) from None
-        raise error_from_code(code, message)
+        raise error_from_code(code, message, details)
 
     def _json(self, method: str, path: str, **kwargs):
         return self._request(method, path, **kwargs).json()
@@ -209,7 +211,8 @@ class RemoteRegistry:
     def push(self, path: str | Path, *, name: str, task: str, base: str | None = None,
              tags: Sequence[str] = (), description: str | None = None, examples: str | Path | None = None,
              convert_pickle: bool = False, source: str = "pushed", lineage: Lineage | None = None,
-             progress: Progress | None = None, alpha: float | None = None) -> AdapterVersion:
+             progress: Progress | None = None, label: str | None = None,
+             alpha: float | None = None) -> AdapterVersion:
         """Upload the adapter folder at ``path`` as the next version of ``name``.
 
         Checked here first (as a local push), uploaded blob by blob (skipping what the hub has),
@@ -220,7 +223,8 @@ class RemoteRegistry:
         adapter_name, task, tags = check_push_arguments(name, task, tags, source)
         with tempfile.TemporaryDirectory(prefix="loramgr-push-") as scratch:
             manifest, base_model, sources = prepare_push(path, Path(scratch), base=base, examples=examples,
-                                                         convert_pickle=convert_pickle, alpha=alpha)
+                                                         convert_pickle=convert_pickle, label=label,
+                                                         alpha=alpha)
             limit = self.info()["max_upload_bytes"]
             for filename, file_path in sorted(sources.items()):
                 if file_path.stat().st_size > limit:

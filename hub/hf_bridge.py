@@ -144,11 +144,6 @@ def _progress_bars(enabled: bool) -> Iterator[None]:
         enable_progress_bars()
 
 
-def _relabelled(error: LoramgrError, folder: Path, label: str) -> LoramgrError:
-    """``error`` with the temp folder in its message replaced by what the user named."""
-    return type(error)(error.message.replace(str(folder), label), **error.details)
-
-
 # -- import -------------------------------------------------------------------------------------
 
 def _base_from_card(folder: Path) -> str | None:
@@ -171,11 +166,8 @@ def push_snapshot(registry, folder: Path, *, label: str, name: str, task: str, b
     """Push a downloaded repo folder as an ``imported`` version, messages naming ``label``.
     Raises what ``push`` raises (``PickleRefused`` for pickled weights without
     ``convert_pickle``, ``InvalidAdapter``, ...)."""
-    try:
-        return registry.push(folder, name=name, task=task, base=base or _base_from_card(folder), tags=tags,
-                             description=description, convert_pickle=convert_pickle, source="imported")
-    except LoramgrError as error:
-        raise _relabelled(error, folder, label) from None
+    return registry.push(folder, name=name, task=task, base=base or _base_from_card(folder), tags=tags,
+                         description=description, convert_pickle=convert_pickle, source="imported", label=label)
 
 
 def import_adapter(registry, source: str, *, name: str, task: str, endpoint: str | None = None,

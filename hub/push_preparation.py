@@ -11,7 +11,7 @@ from typing import Mapping, Sequence
 from .adapter import ADAPTER_FILES, Manifest, convert_pickled_adapter, read_adapter
 from .formats import files_root, other_file_problem, push_source
 from .digests import is_sha256
-from .errors import InvalidArgument, InvalidName
+from .errors import InvalidArgument, InvalidName, LoramgrError
 from .examples_file import EXAMPLES_FILE, check_examples_file
 from .refs import LATEST, AdapterName, check_part
 
@@ -38,12 +38,14 @@ def check_push_arguments(name: str, task: str, tags: Sequence[str], source: str
 
 
 def prepare_push(path: str | Path, scratch: Path, *, base: str | None, examples: str | Path | None,
-                 convert_pickle: bool, alpha: float | None = None) -> tuple[Manifest, str, dict[str, Path]]:
+                 convert_pickle: bool, label: str | None = None, alpha: float | None = None
+                 ) -> tuple[Manifest, str, dict[str, Path]]:
     """Validate what a push would store: (manifest, base model, {file name: path to read}).
 
     A pickled ``adapter_model.bin`` is converted into ``scratch`` when ``convert_pickle``; so is a
     loralib checkpoint, into a PEFT folder for ``base`` with ``alpha`` (``hub/formats``).
     ``path`` may also be a Stable Diffusion LoRA file, or a folder holding one.
+    Messages name ``label`` (else ``path``), never the scratch folder.
     Raises ``InvalidAdapter``, ``PickleRefused``, ``InvalidArgument``.
     """
     if examples is not None:
@@ -51,12 +53,15 @@ def prepare_push(path: str | Path, scratch: Path, *, base: str | None, examples:
     folder = push_source(path, scratch, convert_pickle=convert_pickle, base=base, alpha=alpha)
     if convert_pickle and not (folder / "adapter_model.safetensors").exists() \
             and (folder / "adapter_model.bin").exists():
-        folder = convert_pickled_adapter(folder, scratch / "converted")
-    manifest = read_adapter(folder, digests=False)
+        try:
+            folder = convert_pickled_adapter(folder, scratch / "converted")
+        except LoramgrError as error:
+            raise (error.naming(path, label) if label else error) from None
+    manifest = read_adapter(folder, digests=False, label=label or (str(path) if folder != Path(path) else None))
     sources = {f.name: files_root(folder) / f.name for f in manifest.files}
     if examples is not None:
         sources[EXAMPLES_FILE] = Path(examples)
-    return manifest, base_model_of(manifest, base, path), sources
+    return manifest, base_model_of(manifest, base, label or path), sources
 
 
 def base_model_of(manifest: Manifest, base: str | None, origin) -> str:

@@ -53,17 +53,20 @@ class Registry:
     def push(self, path: str | Path, *, name: str, task: str, base: str | None = None,
              tags: Sequence[str] = (), description: str | None = None, examples: str | Path | None = None,
              convert_pickle: bool = False, source: str = "pushed", lineage: Lineage | None = None,
-             progress: Progress | None = None, alpha: float | None = None) -> AdapterVersion:
+             progress: Progress | None = None, label: str | None = None,
+             alpha: float | None = None) -> AdapterVersion:
         """Store the adapter folder at ``path`` as the next version of ``name``.
 
         All or nothing: blobs are written first, then one transaction registers the version and
-        moves ``latest``. Raises ``InvalidAdapter``, ``PickleRefused``, ``InvalidName``,
-        ``InvalidArgument`` (nothing is stored then).
+        moves ``latest``. Messages name ``label`` in place of ``path`` when given. Raises
+        ``InvalidAdapter``, ``PickleRefused``, ``InvalidName``, ``InvalidArgument`` (nothing is
+        stored then).
         """
         adapter_name, task, tags = check_push_arguments(name, task, tags, source)
         with tempfile.TemporaryDirectory(prefix="loramgr-push-") as scratch:
             manifest, base_model, sources = prepare_push(path, Path(scratch), base=base, examples=examples,
-                                                         convert_pickle=convert_pickle, alpha=alpha)
+                                                         convert_pickle=convert_pickle, label=label,
+                                                         alpha=alpha)
             stored = {}
             for filename, file_path in sorted(sources.items()):
                 stored[filename] = self.blobs.put_file(file_path, progress=progress)
@@ -91,7 +94,8 @@ class Registry:
         with tempfile.TemporaryDirectory(prefix="push-", dir=scratch_root) as scratch:
             folder = Path(scratch)
             stage_stored_files(files, self.blobs, folder)
-            manifest = read_adapter(folder, digests=False)
+            # Messages name the adapter, never the server's scratch folder.
+            manifest = read_adapter(folder, digests=False, label=name)
             base_model = base_model_of(manifest, base, name)
             stored = {filename: (digest, self.blobs.size(digest)) for filename, digest in files.items()}
         return self._commit(adapter_name, manifest, stored, base_model=base_model, task=task, tags=tags,

@@ -56,7 +56,8 @@ def convert_loralib(checkpoint: str | Path, destination: str | Path, *, base: st
     state = _load_tensors(checkpoint)
     modules = _pairs(checkpoint, state)
     ranks = {m: a.shape[0] for m, (a, _) in modules.items()}
-    rank = Counter(ranks.values()).most_common(1)[0][0]
+    counts = Counter(ranks.values())
+    rank = max(counts, key=lambda r: (counts[r], r))  # the most common rank; the larger one on a tie
     config = {
         "peft_type": "LORA", "base_model_name_or_path": base, "task_type": None, "r": rank,
         "lora_alpha": alpha, "target_modules": sorted(modules), "lora_dropout": 0.0, "bias": "none",
@@ -116,7 +117,7 @@ def _pairs(checkpoint: Path, state: dict) -> dict:
         a, b = factors["A"], factors["B"]
         if a.ndim != 2 or b.ndim != 2:
             raise invalid(f"module {module!r} has lora_A {list(a.shape)} / lora_B {list(b.shape)}; only loralib.Linear "
-                          "and loralib.Embedding (2-D factors) convert (MergedLinear and Conv layers do not)")
+                          "layers (2-D factors) convert (MergedLinear and Conv layers do not)")
         if a.shape[0] != b.shape[1]:
             raise invalid(f"module {module!r}: lora_A {list(a.shape)} and lora_B {list(b.shape)} disagree on the rank")
         modules[module] = (a, b)

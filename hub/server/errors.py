@@ -1,9 +1,11 @@
 """One JSON shape for every error the hub answers with, rendered by one handler:
 
-    {"error": {"code": "<LoramgrError.code>", "message": "<one line>"}}
+    {"error": {"code": "<LoramgrError.code>", "message": "<one line>", "details": {...}}}
 
-with the error class's ``http_status``. The client turns ``code`` back into the exception
-(``loramgr.hub.errors.error_from_code``), so a remote command fails like a local one.
+with the error class's ``http_status``; ``details`` holds what the error names (``ref``,
+``digest``, ``path``, ...), ``{}`` when nothing. The client turns ``code`` and ``details`` back
+into the exception (``loramgr.hub.errors.error_from_code``), so a remote command fails like a
+local one.
 """
 
 from __future__ import annotations
@@ -25,8 +27,8 @@ log = logging.getLogger("loramgr.server")
 _HTTP_CODES = {404: "unknown_endpoint", 405: "method_not_allowed"}
 
 
-def error_body(code: str, message: str) -> dict:
-    return {"error": {"code": code, "message": message}}
+def error_body(code: str, message: str, details: dict | None = None) -> dict:
+    return {"error": {"code": code, "message": message, "details": details or {}}}
 
 
 def render_error(error: LoramgrError) -> JSONResponse:
@@ -35,7 +37,8 @@ def render_error(error: LoramgrError) -> JSONResponse:
         headers["WWW-Authenticate"] = 'Bearer realm="loramgr"'
     if isinstance(error, RangeNotSatisfiable) and "size" in error.details:
         headers["Content-Range"] = f"bytes */{error.details['size']}"
-    return JSONResponse(error_body(error.code, error.message), status_code=error.http_status, headers=headers)
+    return JSONResponse(error_body(error.code, error.message, error.public_details()), status_code=error.http_status,
+                        headers=headers)
 
 
 async def handle_loramgr_error(_request: Request, error: LoramgrError) -> JSONResponse:

@@ -364,20 +364,9 @@ async def preupload(request: Request) -> JSONResponse:
     return JSONResponse(await call(preupload_answer, registry(request), name, files))
 
 
-def _scratch_paths(reg) -> re.Pattern:
-    # push_stored validates in a scratch folder of the hub's home; a client should read its
-    # repo's name in a message, not the server's folders.
-    return re.compile(re.escape(str(reg.settings.home / "tmp")) + r"/push-[^/\s:]+")
-
-
 def register_commit(reg, name: str, commit) -> tuple[AdapterVersion, bool]:
-    """``hf_commit.commit_to_registry``, with the hub's scratch folders out of its messages."""
-    try:
-        return commit_to_registry(reg, name, commit, head=head, commit_id=commit_id)
-    except LoramgrError as error:
-        error.message = _scratch_paths(reg).sub(name, error.message)
-        error.args = (error.message,)
-        raise
+    """``hf_commit.commit_to_registry`` (its messages name the repo: ``push_stored`` labels them)."""
+    return commit_to_registry(reg, name, commit, head=head, commit_id=commit_id)
 
 
 @hf_endpoint

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from importlib.metadata import version as package_version
 
-from ..errors import all_error_classes
+from ..errors import HUB_ERRORS
 
 _JSON = "application/json"
 _BLOB = "application/octet-stream"
@@ -192,10 +192,11 @@ def _schemas() -> dict:
     version_file = {"type": "object", "properties": {"name": _STRING, "digest": _STRING, "size": _INT}}
     return {
         "Error": {"type": "object", "required": ["error"], "properties": {"error": {
-            "type": "object", "required": ["code", "message"],
+            "type": "object", "required": ["code", "message", "details"],
             "properties": {"code": {"type": "string", "enum": sorted(
-                {c.code for c in all_error_classes()} | {"unknown_endpoint", "method_not_allowed", "internal"})},
-                "message": _STRING}}}},
+                set(HUB_ERRORS) | {"unknown_endpoint", "method_not_allowed", "internal"})},
+                "message": _STRING,
+                "details": {"type": "object", "description": "what the error names: ref, digest, path, ..."}}}}},
         "Info": {"type": "object", "properties": {"service": _STRING, "version": _STRING,
                                                   "public_read": {"type": "boolean"}, "max_upload_bytes": _INT,
                                                   "max_json_bytes": _INT}},

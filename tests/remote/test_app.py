@@ -40,12 +40,13 @@ def push(client, folder, name: str, token: str, **commit):
 
 
 def assert_error(response, status: int, code: str) -> str:
-    """The one error shape, exactly: {"error": {"code", "message"}}."""
+    """The one error shape, exactly: {"error": {"code", "message", "details"}}."""
     assert response.status_code == status, response.text
     assert response.headers["content-type"] == "application/json"
     body = response.json()
-    assert list(body) == ["error"] and sorted(body["error"]) == ["code", "message"]
+    assert list(body) == ["error"] and sorted(body["error"]) == ["code", "details", "message"]
     assert body["error"]["code"] == code and body["error"]["message"]
+    assert isinstance(body["error"]["details"], dict)
     return body["error"]["message"]
 
 
@@ -62,13 +63,16 @@ def leftover_temp_files(server_home) -> list:
 
 @pytest.mark.parametrize("cls", all_error_classes())
 def test_every_error_class_renders_the_one_shape(cls):
-    response = render_error(cls("what went wrong"))
+    response = render_error(cls("what went wrong", ref="acme/x@1"))
     assert response.status_code == cls.http_status
-    assert json.loads(response.body) == {"error": {"code": cls.code, "message": "what went wrong"}}
+    assert json.loads(response.body) == {"error": {"code": cls.code, "message": "what went wrong",
+                                                   "details": {"ref": "acme/x@1"}}}
 
 
 def test_errors_over_http_have_the_one_shape(client):
-    assert "no adapter named acme/none" in assert_error(client.get("/api/versions/acme/none"), 404, "not_found")
+    not_found = client.get("/api/versions/acme/none")
+    assert "no adapter named acme/none" in assert_error(not_found, 404, "not_found")
+    assert not_found.json()["error"]["details"] == {"ref": "acme/none:latest"}
     assert_error(client.get("/api/versions/acme/x@0"), 400, "invalid_name")
     assert_error(client.get("/api/search", params={"rank": "four"}), 400, "invalid_argument")
     assert_error(client.get("/api/nowhere"), 404, "unknown_endpoint")
@@ -147,7 +151,10 @@ def test_commit_validates_like_a_local_push(client, tokens, llama_lora, tmp_path
     invalid = client.post("/api/adapters/acme/a/versions", headers=bearer(token),
                           json={"task": "t", "files": {"adapter_config.json": sha256(config),
                                                        "adapter_model.safetensors": sha256(garbage)}})
-    assert_error(invalid, 422, "invalid_adapter")
+    message = assert_error(invalid, 422, "invalid_adapter")
+    # The message and the path detail name the adapter, never the server's scratch folder.
+    assert message.startswith("acme/a/adapter_model.safetensors: ") and str(server_home) not in message
+    assert invalid.json()["error"]["details"]["path"] == "acme/a/adapter_model.safetensors"
     assert_error(client.post("/api/adapters/acme/a/versions", headers=bearer(token), json={"files": {}}),
                  400, "invalid_argument")  # no task
     assert_error(client.post("/api/adapters/acme/a/versions", headers=bearer(token), content=b"[1, 2"),

@@ -62,6 +62,7 @@ def test_errors_come_back_as_the_exceptions_the_hub_raised(connect, tokens, llam
     with pytest.raises(AdapterNotFound, match="no adapter named acme/none") as raised:
         reader.show("acme/none")
     assert isinstance(raised.value, LookupError)
+    assert raised.value.details == {"ref": "acme/none:latest"}  # the details travel too
     with pytest.raises(InvalidName):
         reader.ls("bad namespace")
     with pytest.raises(InvalidArgument, match="--limit"):
