@@ -1,4 +1,5 @@
-"""The composer's public functions, re-exported as ``loramgr.compose`` and ``loramgr.load_adapter``.
+"""The composer's public functions, re-exported as ``loramgr.compose``, ``loramgr.merge`` and
+``loramgr.load_adapter``.
 
 Both accept ``hub=`` (a ``loramgr.Hub``, or a registry) for refs and registration; without it
 they open the registry that ``LORAMGR_*`` configures.
@@ -12,6 +13,7 @@ from loramgr.hub.connect import open_registry
 from loramgr.hub.settings import Settings
 
 from . import compose as _compose
+from . import merge as _merge
 
 
 def _registry(hub):
@@ -32,3 +34,11 @@ def load_adapter(base_model, adapter, *, hub=None, **options):
     """A ``peft.PeftModel``: ``base_model`` with ``adapter`` (a folder or a hub ref) applied."""
     registry = None if Path(str(adapter)).is_dir() else _registry(hub)
     return _compose.load_adapter(base_model, adapter, registry=registry, **options)
+
+
+def merge(adapters, weights, *, hub=None, **options) -> _merge.MergeResult:
+    """See ``loramgr.composer.merge.merge``; ``hub`` resolves refs and registers ``name``."""
+    needs_hub = options.get("name") or any(not Path(str(a)).is_dir() for a in adapters
+                                           if not isinstance(a, _compose.Candidate))
+    registry = _registry(hub) if needs_hub or hub is not None else None
+    return _merge.merge(adapters, weights, registry=registry, **options)

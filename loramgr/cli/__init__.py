@@ -67,3 +67,4 @@ from . import compose_command, db_commands, demo_command, registry_commands  # n
 from . import check_command  # noqa: E402,F401  (registers `loramgr check`)
 from . import serve_commands  # noqa: E402,F401  (registers `loramgr serve` and `loramgr token`)
 from . import hf_commands  # noqa: E402,F401  (registers `loramgr import` and `loramgr export`)
+from . import merge_command  # noqa: E402,F401  (registers `loramgr merge`)
