@@ -7,24 +7,24 @@ from __future__ import annotations
 import json
 import tempfile
 import time
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable, Mapping, Sequence
 
-from sqlalchemy import func, or_, select, update
+from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError as SQLIntegrityError
 from sqlalchemy.exc import OperationalError
-from sqlalchemy.orm import Session, selectinload
+from sqlalchemy.orm import Session
 
 from .adapter import Manifest, read_adapter
 from .blob_store import open_blob_store
 from .db.engine import Database
 from .db.models import Adapter, Composition, LineageSource, Tag, Version, VersionFile
 from .digests import version_digest
-from .errors import AdapterNotFound, DatabaseError, InvalidArgument, InvalidName
+from .errors import AdapterNotFound, DatabaseError, InvalidName
 from .push_preparation import base_model_of, check_push_arguments, check_stored_files, prepare_push, stage_stored_files
 from .records import AdapterVersion, GcReport, Lineage, SourceWeight, VerifyReport, VersionFileInfo
 from .refs import LATEST, AdapterName, AdapterRef, check_part
+from .search import index_version_text, load_records, search_versions, utc_iso
 from .settings import Settings
 from .snapshots import SNAPSHOT_MARKER, materialise, snapshot_dir
 
@@ -143,6 +143,8 @@ class Registry:
         version.files = [VersionFile(filename=n, blob_digest=d, size=s) for n, (d, s) in sorted(stored.items())]
         session.add(version)
         session.flush()
+        index_version_text(session, version.id, adapter_name.namespace, adapter_name.name, record["task"],
+                           record["description"])
         for tag in [LATEST, *tags]:
             self._set_tag(session, adapter.id, tag, version.id)
         if lineage is not None:
@@ -246,7 +248,7 @@ class Registry:
             target_modules=[t for t in version.target_modules.split(",") if t], task_type=version.task_type,
             dtype=version.dtype, param_count=version.param_count, byte_size=version.byte_size,
             digest=version.digest, source=version.source, description=version.description,
-            created_at=_utc_iso(version.created_at),
+            created_at=utc_iso(version.created_at),
             tags=[t.tag for t in version.tags],
             files=[VersionFileInfo(f.filename, f.blob_digest, f.size) for f in version.files],
             lineage=lineage)
@@ -264,63 +266,29 @@ class Registry:
             adapter = self._adapter(session, adapter_name)
             if adapter is None:
                 raise AdapterNotFound(f"no adapter named {adapter_name}")
-            rows = session.scalars(self._with_details(select(Version).where(Version.adapter_id == adapter.id))
-                                   .order_by(Version.number.desc())).all()
-            return [self._record(v) for v in rows]
-
-    @staticmethod
-    def _with_details(query):
-        return query.options(selectinload(Version.adapter), selectinload(Version.files),
-                             selectinload(Version.tags), selectinload(Version.composition),
-                             selectinload(Version.sources))
+            return load_records(session, session.scalars(select(Version.id).where(Version.adapter_id == adapter.id)
+                                                         .order_by(Version.number.desc())).all())
 
     def search(self, *, base: str | None = None, task: str | Sequence[str] | None = None,
                rank: int | None = None, min_rank: int | None = None, max_rank: int | None = None,
                target: str | None = None, query: str | None = None, source: str | None = None,
                all_versions: bool = False, limit: int | None = 100) -> list[AdapterVersion]:
         """Versions matching every given filter, newest first; by default only the newest
-        matching version of each adapter."""
-        conditions = []
-        if base:
-            conditions.append(Version.base_model == base)
-        if task:
-            tasks = [task] if isinstance(task, str) else list(task)
-            conditions.append(Version.task.in_(tasks))
-        if rank is not None:
-            conditions.append(Version.rank == rank)
-        if min_rank is not None:
-            conditions.append(Version.rank >= min_rank)
-        if max_rank is not None:
-            conditions.append(Version.rank <= max_rank)
-        if target:
-            conditions.append(Version.target_modules.like(f"%,{_escape_like(target)},%", escape="\\"))
-        if source:
-            conditions.append(Version.source == source)
-        if query:
-            pattern = f"%{_escape_like(query.lower())}%"
-            conditions.append(or_(*(func.lower(column).like(pattern, escape="\\") for column in
-                                    (Adapter.namespace, Adapter.name, Version.description, Version.task))))
-        if limit is not None and limit < 1:
-            raise InvalidArgument("--limit must be at least 1")
-        selected = select(Version).join(Adapter).where(*conditions)
-        if not all_versions:
-            newest = select(func.max(Version.id)).join(Adapter).where(*conditions).group_by(Version.adapter_id)
-            selected = select(Version).join(Adapter).where(Version.id.in_(newest))
-        selected = self._with_details(selected).order_by(Version.created_at.desc(), Version.id.desc())
-        if limit is not None:
-            selected = selected.limit(limit)
+        matching version of each adapter. ``query``: each of its words begins a word of the
+        name, task or description. Raises ``InvalidArgument`` for a limit under 1."""
         with self.db.reading() as session:
-            return [self._record(v) for v in session.scalars(selected).all()]
+            return search_versions(session, base=base, task=task, rank=rank, min_rank=min_rank, max_rank=max_rank,
+                                   target=target, query=query, source=source, all_versions=all_versions,
+                                   limit=limit)
 
     def ls(self, namespace: str | None = None) -> list[AdapterVersion]:
         """The latest version of every adapter, by name."""
-        selected = (select(Version).join(Tag, (Tag.version_id == Version.id) & (Tag.tag == LATEST))
+        selected = (select(Version.id).join(Tag, (Tag.version_id == Version.id) & (Tag.tag == LATEST))
                     .join(Adapter, Adapter.id == Version.adapter_id))
         if namespace:
             selected = selected.where(Adapter.namespace == check_part(namespace, "namespace"))
-        selected = self._with_details(selected).order_by(Adapter.namespace, Adapter.name)
         with self.db.reading() as session:
-            return [self._record(v) for v in session.scalars(selected).all()]
+            return load_records(session, session.scalars(selected.order_by(Adapter.namespace, Adapter.name)).all())
 
     def read_file(self, ref: str, filename: str) -> bytes | None:
         """The bytes of one small file of a version (e.g. ``examples.jsonl``), None if absent."""
@@ -404,16 +372,3 @@ class Registry:
                 self.blobs.remove_temp(temp)
         return GcReport(removed_blobs=removed, removed_temp_files=len(temps), freed_bytes=freed,
                         kept_recent_blobs=kept)
-
-
-def _utc_iso(moment: datetime | None) -> str:
-    """``2026-01-31T12:00:00+00:00`` from every backend: SQLite hands back naive datetimes
-    (stored as UTC), PostgreSQL aware ones in the session's time zone."""
-    if moment is None:
-        return ""
-    moment = moment.replace(tzinfo=timezone.utc) if moment.tzinfo is None else moment.astimezone(timezone.utc)
-    return moment.isoformat(timespec="seconds")
-
-
-def _escape_like(text: str) -> str:
-    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
