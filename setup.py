@@ -22,5 +22,5 @@ for package, folder in PACKAGE_DIRS.items():
 setup(
     packages=packages,
     package_dir=PACKAGE_DIRS,
-    package_data={"": ["*.mako", "*.md", "*.json", "*.jsonl"]},
+    package_data={"": ["*.mako", "*.md", "*.json", "*.jsonl", "templates/*.html", "static/*.css"]},
 )

@@ -299,6 +299,30 @@ class Registry:
                     return handle.read()
         return None
 
+    def facets(self, limit: int = 500) -> dict[str, list[str]]:
+        """The distinct base models and tasks in the registry (for search filters), sorted."""
+        with self.db.reading() as session:
+            return {key: list(session.scalars(select(column).distinct().order_by(column).limit(limit)).all())
+                    for key, column in (("base_models", Version.base_model), ("tasks", Version.task))}
+
+    def compositions_using(self, name: str, limit: int = 200) -> list[dict]:
+        """What was composed from any version of adapter ``name``, newest first:
+        ``{"source": "NS/NAME@N", "weight": w, "composed": "NS/OTHER@M"}`` per use."""
+        adapter_name = AdapterName.parse(name)
+        with self.db.reading() as session:
+            adapter = self._adapter(session, adapter_name)
+            if adapter is None:
+                raise AdapterNotFound(f"no adapter named {adapter_name}")
+            rows = session.execute(
+                select(LineageSource.source_ref, LineageSource.weight, Adapter.namespace, Adapter.name,
+                       Version.number)
+                .join(Version, Version.id == LineageSource.version_id).join(Adapter, Adapter.id == Version.adapter_id)
+                .where(LineageSource.source_version_id.in_(
+                    select(Version.id).where(Version.adapter_id == adapter.id).correlate(None)))
+                .order_by(Version.id.desc(), LineageSource.position).limit(limit)).all()
+        return [{"source": ref, "weight": weight, "composed": f"{ns}/{n}@{number}"}
+                for ref, weight, ns, n, number in rows]
+
     # -- pulling -----------------------------------------------------------------------------
 
     def snapshot_dir(self, version: AdapterVersion) -> Path:

@@ -11,7 +11,7 @@ from starlette.middleware import Middleware
 from ..registry import Registry
 from ..settings import Settings
 from ..tokens import TokenStore
-from . import blob_routes, hf_api, routes
+from . import blob_routes, hf_api, routes, web
 from .config import ServerConfig
 from .errors import EXCEPTION_HANDLERS
 from .limits import IdleTimeoutMiddleware
@@ -34,7 +34,7 @@ def create_app(settings: Settings, config: ServerConfig | None = None, *, regist
         finally:
             registry.close()
 
-    app = Starlette(routes=[*routes.ROUTES, *blob_routes.ROUTES, *hf_api.ROUTES],  # HF API last: /{ns}/{name}/...
+    app = Starlette(routes=[*routes.ROUTES, *blob_routes.ROUTES, *web.ROUTES, *hf_api.ROUTES],  # HF API last: /{ns}/{name}/...
                     exception_handlers=EXCEPTION_HANDLERS,
                     middleware=[Middleware(IdleTimeoutMiddleware, seconds=config.idle_timeout_s)],
                     lifespan=lifespan)

@@ -10,6 +10,10 @@
 
 A token that is presented but unknown or revoked is always 401, even where none is needed: a
 client should learn its token is dead, not have it silently ignored.
+
+The web pages' login keeps the token in a cookie (``SESSION_COOKIE``); reads accept it, so a
+logged-in browser can download files, but writes never do: a cookie rides along on requests
+that other sites' pages make, a bearer header never does.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from starlette.requests import Request
 from ..errors import Forbidden, Unauthorized
 from ..tokens import ALL_NAMESPACES, TokenInfo, TokenStore
 
+SESSION_COOKIE = "loramgr_token"
 CREATE_HINT = "create one on the hub with `loramgr token create --namespace NS --write` and set LORAMGR_TOKEN"
 
 
@@ -41,9 +46,23 @@ async def presented_token(request: Request) -> TokenInfo | None:
     return token
 
 
+async def cookie_token(request: Request) -> TokenInfo | None:
+    """The active token of the web login cookie; None without one, or for one unknown or revoked
+    (the pages then ask to log in again)."""
+    secret = request.cookies.get(SESSION_COOKIE, "").strip()
+    if not secret:
+        return None
+    tokens: TokenStore = request.app.state.tokens
+    token = await to_thread.run_sync(tokens.find, secret)
+    return token if token is not None and token.active else None
+
+
 async def require_read(request: Request) -> TokenInfo | None:
-    """Raises ``Unauthorized`` when the hub is private-read and the request has no valid token."""
+    """Raises ``Unauthorized`` when the hub is private-read and the request has no valid token
+    (a bearer header, or the web login cookie)."""
     token = await presented_token(request)
+    if token is None:
+        token = await cookie_token(request)
     if token is None and not request.app.state.config.public_read:
         raise Unauthorized(f"this hub needs a token to read: {CREATE_HINT}")
     return token

@@ -122,14 +122,22 @@ def ls_command(ctx, namespace, as_json):
 
 @main.command()
 @click.argument("ref")
+@click.option("--report", type=click.Path(dir_okay=False), metavar="FILE.html",
+              help="Also write a composed version's lineage as a self-contained HTML page: the weights as a bar "
+                   "chart and the search's loss curve (opens offline).")
 @json_option
 @click.pass_context
-def show(ctx, ref, as_json):
+def show(ctx, ref, report, as_json):
     """Everything about one version: config, files, tags and, for composed ones, lineage.
 
     REF is NS/NAME (the latest version), NS/NAME@VERSION or NS/NAME:TAG.
     """
     version = registry(ctx).show(ref)
+    if report:
+        from loramgr.hub.report import write_composition_report
+
+        written = write_composition_report(version, report, hub_url=ctx.find_root().obj.remote)
+        click.echo(f"report written to {written}", err=True)
     if as_json:
         emit_json(version)
         return

@@ -13,6 +13,12 @@ def _local(settings):
     return settings.with_(remote=None, token=None)
 
 
+def web_url(host: str, port: int) -> str:
+    """The address to open in a browser: a wildcard listen address is reached via loopback here."""
+    shown = {"0.0.0.0": "127.0.0.1", "::": "[::1]", "": "127.0.0.1"}.get(host, f"[{host}]" if ":" in host else host)
+    return f"http://{shown}:{port}/"
+
+
 @main.command()
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on (0.0.0.0: every one).")
 @click.option("--port", default=8000, show_default=True, type=click.IntRange(0, 65535), help="Port to listen on.")
@@ -28,7 +34,8 @@ def serve(settings, host, port, public_read, max_upload_mb, idle_timeout, access
     """Serve this registry to a team over HTTP.
 
     Others point LORAMGR_REMOTE at http://HOST:PORT and every command works there. Writes need
-    a token from `loramgr token create`; with --private-read, reads do too.
+    a token from `loramgr token create`; with --private-read, reads do too. People browse
+    http://HOST:PORT/ (web pages: search, adapters, lineage; a login form with --private-read).
     """
     from loramgr.hub.server import ServerConfig, serve as run_server
 
@@ -37,6 +44,7 @@ def serve(settings, host, port, public_read, max_upload_mb, idle_timeout, access
     local = _local(settings)
     click.echo(f"serving {local.home} ({'public' if public_read else 'token-only'} reads) "
                f"at http://{host}:{port}  (Ctrl-C stops)", err=True)
+    click.echo(f"web pages: {web_url(host, port)}", err=True)
     run_server(local, host=host, port=port, config=config, access_log=access_log)
 
 

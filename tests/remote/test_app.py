@@ -10,7 +10,7 @@ import pytest
 from starlette.routing import Route
 
 from loramgr.hub.errors import LoramgrError, all_error_classes
-from loramgr.hub.server import ServerConfig
+from loramgr.hub.server import ServerConfig, web
 from loramgr.hub.server.errors import render_error
 from loramgr.hub.server.openapi import openapi_document
 
@@ -273,7 +273,9 @@ def test_openapi_describes_every_route_and_only_those(client):
         served |= {(path, method) for method in route.methods}
     # Starlette answers HEAD wherever it answers GET; only the blob HEAD is part of the API.
     implicit_head = {(path, "HEAD") for path, method in served if method == "GET"} - described
-    assert described == served - implicit_head
+    # The web pages are for people, not part of the API.
+    pages = {(route.path, method) for route in web.ROUTES for method in route.methods}
+    assert described == served - implicit_head - pages
     assert document == openapi_document()
     codes = set(document["components"]["schemas"]["Error"]["properties"]["error"]["properties"]["code"]["enum"])
     assert {cls.code for cls in all_error_classes()} <= codes
