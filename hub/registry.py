@@ -21,7 +21,8 @@ from .db.engine import Database
 from .db.models import Adapter, Composition, LineageSource, Tag, Version, VersionFile
 from .digests import version_digest
 from .errors import AdapterNotFound, DatabaseError, InvalidName
-from .push_preparation import base_model_of, check_push_arguments, check_stored_files, prepare_push, stage_stored_files
+from .push_preparation import (base_model_of, check_push_arguments, check_stored_examples, check_stored_files,
+                               prepare_push, stage_stored_files)
 from .records import AdapterVersion, GcReport, Lineage, SourceWeight, VerifyReport, VersionFileInfo
 from .refs import LATEST, AdapterName, AdapterRef, check_part
 from .search import index_version_text, load_records, search_versions, utc_iso
@@ -96,6 +97,7 @@ class Registry:
             stage_stored_files(files, self.blobs, folder)
             # Messages name the adapter, never the server's scratch folder.
             manifest = read_adapter(folder, digests=False, label=name)
+            check_stored_examples(files, folder, name)
             base_model = base_model_of(manifest, base, name)
             stored = {filename: (digest, self.blobs.size(digest)) for filename, digest in files.items()}
         return self._commit(adapter_name, manifest, stored, base_model=base_model, task=task, tags=tags,

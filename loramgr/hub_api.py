@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Sequence
 
-from loramgr.hub.examples_file import EXAMPLES_FILE
+from loramgr.hub.examples_file import EXAMPLES_FILE, ExampleRecord, parse_examples
 from loramgr.hub.records import AdapterVersion, GcReport, VerifyReport
 from loramgr.hub.connect import open_registry
 from loramgr.hub.settings import Settings
@@ -67,11 +67,9 @@ class Hub:
     def gc(self, **options) -> GcReport:
         return self.backend.gc(**options)
 
-    def examples(self, ref: str) -> list[dict]:
-        """The few-shot examples registered with a version (``[]`` when it has none)."""
-        import json
-
+    def examples(self, ref: str) -> list[ExampleRecord]:
+        """The few-shot examples registered with a version (``[]`` when it has none), as records
+        with ``input`` and ``output``. Raises ``AdapterNotFound``, ``InvalidArgument`` (a stored
+        file that is not a valid examples file, naming its line)."""
         data = self.backend.read_file(ref, EXAMPLES_FILE)
-        if not data:
-            return []
-        return [json.loads(line) for line in data.decode().splitlines() if line.strip()]
+        return parse_examples(data, f"{ref}/{EXAMPLES_FILE}") if data else []

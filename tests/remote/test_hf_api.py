@@ -199,6 +199,22 @@ def test_upload_folder_makes_a_version_that_loramgr_search_finds(hub, hf_online,
     assert hub.registry(tmp_path / "reader").show("acme/uploaded").number == 2
 
 
+def test_a_commit_with_a_bad_examples_file_is_refused_with_its_line(hub, hf_online, llama_lora, tmp_path):
+    from huggingface_hub import HfApi, errors
+
+    folder = tmp_path / "with-examples"
+    folder.mkdir()
+    for name in ("adapter_config.json", "adapter_model.safetensors"):
+        (folder / name).write_bytes((llama_lora / name).read_bytes())
+    (folder / "examples.jsonl").write_text('{"input": "a", "output": "b"}\n{"input": "a"}\n')
+    with pytest.raises(errors.HfHubHTTPError) as refused:
+        HfApi(endpoint=hub.url, token=hub.token).upload_folder(repo_id="acme/bad-examples", folder_path=folder)
+    assert refused.value.response.status_code == 400
+    assert 'acme/bad-examples/examples.jsonl, line 2: missing "output"' in str(refused.value)
+    with pytest.raises(AdapterNotFound):
+        hub.registry(tmp_path / "reader").versions("acme/bad-examples")
+
+
 def test_an_invalid_upload_is_refused_clearly_and_makes_no_version(hub, hf_online, llama_lora, tmp_path):
     from huggingface_hub import HfApi, errors
     from safetensors.torch import load_file, save_file
