@@ -40,9 +40,10 @@ def history(evaluations: int = 30) -> list[dict]:
     return entries
 
 
-def populate(home: Path, scratch: Path) -> dict:
-    """Fill the registry at ``home``; returns the refs and the folders pushed."""
-    registry = Registry(Settings.load(environ={}, home=str(home)))
+def populate(home: Path, scratch: Path, database_url: str | None = None) -> dict:
+    """Fill the registry at ``home`` (metadata in ``database_url``, default SQLite there); returns
+    the refs and the folders pushed."""
+    registry = Registry(Settings.load(environ={}, home=str(home), database_url=database_url))
     made: dict = {"folders": {}}
 
     def push(name: str, *, task: str, rank: int, base: str = "synthetic/base-model", seed: int = 0,
