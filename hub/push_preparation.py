@@ -61,19 +61,19 @@ def prepare_push(path: str | Path, scratch: Path, *, base: str | None, examples:
     sources = {f.name: files_root(folder) / f.name for f in manifest.files}
     if examples is not None:
         sources[EXAMPLES_FILE] = Path(examples)
+    elif EXAMPLES_FILE in sources:  # one inside the folder is checked like --examples
+        check_examples_file(sources[EXAMPLES_FILE], source=examples_source(label or Path(path)))
     return manifest, base_model_of(manifest, base, label or path), sources
 
 
-    elif EXAMPLES_FILE in sources:  # one inside the folder is checked like --examples
-        check_examples_file(sources[EXAMPLES_FILE], source=examples_source(label or Path(path)))
-def base_model_of(manifest: Manifest, base: str | None, origin) -> str:
-    """The base model of a push: ``base`` or the config's. Raises ``InvalidArgument`` if neither."""
-    base_model = base or manifest.base_model
 def examples_source(origin) -> str:
     """How messages name the ``examples.jsonl`` of ``origin`` (a folder, an adapter, a repo)."""
     return f"{str(origin).rstrip('/')}/{EXAMPLES_FILE}"
 
 
+def base_model_of(manifest: Manifest, base: str | None, origin) -> str:
+    """The base model of a push: ``base`` or the config's. Raises ``InvalidArgument`` if neither."""
+    base_model = base or manifest.base_model
     if not base_model:
         if manifest.format != "peft":
             raise InvalidArgument(f"{origin}: a {manifest.format} LoRA file does not name its base model; pass "
@@ -97,9 +97,6 @@ def check_stored_files(files: Mapping[str, str], blobs) -> None:
                                   path=filename, digest=digest)
 
 
-def stage_stored_files(files: Mapping[str, str], blobs, folder: Path) -> None:
-    """Put stored blobs under their file names in ``folder``, to be read like a pushed folder:
-    linked when the store is a local folder, copied otherwise."""
 def check_stored_examples(files: Mapping[str, str], folder: Path, name: str) -> None:
     """Check the ``examples.jsonl`` among stored ``files`` (staged in ``folder``) like
     ``--examples``; messages name it ``NAME/examples.jsonl``. Raises ``InvalidArgument``."""
@@ -107,6 +104,9 @@ def check_stored_examples(files: Mapping[str, str], folder: Path, name: str) -> 
         check_examples_file(folder / EXAMPLES_FILE, source=examples_source(name))
 
 
+def stage_stored_files(files: Mapping[str, str], blobs, folder: Path) -> None:
+    """Put stored blobs under their file names in ``folder``, to be read like a pushed folder:
+    linked when the store is a local folder, copied otherwise."""
     for filename, digest in files.items():
         local = blobs.path(digest)
         if local is not None:
