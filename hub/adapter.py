@@ -8,26 +8,32 @@ the same for a 2 MB and a 2 GB adapter.
 
 from __future__ import annotations
 
-import json
+import bisect
 import re
 import shutil
+import stat
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from .digests import sha256_file
 from .errors import InvalidAdapter, InvalidArgument, PickleRefused
+from .lora_config import (CONFIG_FILE, DEFAULT_ALPHA, DEFAULT_RANK, MAX_NAME_LENGTH,  # noqa: F401 (re-exported)
+                          read_lora_config)
+from .patterns import MATCH_BUDGET_S, PatternTable
 from .safetensors_header import FLOAT_DTYPE_NAMES, SafetensorsHeader, TensorEntry, read_safetensors_header
 
-CONFIG_FILE = "adapter_config.json"
 WEIGHTS_FILE = "adapter_model.safetensors"
 PICKLE_FILE = "adapter_model.bin"
 ADAPTER_FILES = (CONFIG_FILE, WEIGHTS_FILE, "README.md", "examples.jsonl")
 REQUIRED_FILES = (CONFIG_FILE, WEIGHTS_FILE)
 
 PEFT_PREFIX = "base_model.model."
-# PEFT's own defaults, used when a (hand-written) config leaves a field out.
-DEFAULT_RANK = 8
-DEFAULT_ALPHA = 8
+# Bounds on tensor paths: real ones are under 150 characters and 15 levels.
+MAX_TENSOR_NAME = 512
+MAX_TENSOR_DEPTH = 64
+# Characters a module path may not hold: the metadata store keeps target modules as ",a,b,".
+_MODULE_FORBIDDEN = set(",") | {chr(c) for c in range(33)} | {"\x7f"}
 # Layers PEFT saves whole next to the LoRA factors when embeddings are adapted or resized.
 EMBEDDING_LAYER_NAMES = ("embed_tokens", "lm_head")
 
@@ -145,9 +151,9 @@ def _read_adapter(folder: Path, digests: bool) -> Manifest:
         raise InvalidAdapter(f"{folder}: {'not a folder' if folder.exists() else 'no such folder'}", path=str(folder))
     config = read_lora_config(folder)
     header = _read_weights_header(folder)
+    _check_dtypes(folder / WEIGHTS_FILE, header)
     lora_modules, full_weights = _group_tensors(folder / WEIGHTS_FILE, header, config)
     _check_modules(folder / WEIGHTS_FILE, lora_modules, config)
-    _check_dtypes(folder / WEIGHTS_FILE, header)
 
     files = [_describe_file(folder / name, digests) for name in sorted(ADAPTER_FILES) if (folder / name).is_file()]
     version_files = {f.name for f in files}
@@ -179,65 +185,6 @@ def _read_adapter(folder: Path, digests: bool) -> Manifest:
     )
 
 
-def read_lora_config(folder: str | Path) -> dict:
-    """Read ``adapter_config.json`` from ``folder``, check it is a LoRA config, fill PEFT's defaults.
-
-    Raises ``InvalidAdapter`` when the file is missing, is not a JSON object, is for another PEFT
-    type, or holds a field of the wrong type.
-    """
-    config_path = Path(folder) / CONFIG_FILE
-    try:
-        config = json.loads(config_path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise InvalidAdapter(f"{folder}: {CONFIG_FILE} is missing", path=str(folder)) from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise InvalidAdapter(f"{config_path}: cannot be read ({exc})", path=str(config_path)) from None
-    except json.JSONDecodeError as exc:
-        raise InvalidAdapter(f"{config_path}: not valid JSON ({exc})", path=str(config_path)) from None
-    if not isinstance(config, dict):
-        raise InvalidAdapter(f"{config_path}: must be a JSON object, not a {type(config).__name__}",
-                             path=str(config_path))
-    return _check_config(config_path, config)
-
-
-def _check_config(config_path: Path, config: dict) -> dict:
-    def invalid(problem: str) -> InvalidAdapter:
-        return InvalidAdapter(f"{config_path}: {problem}", path=str(config_path))
-
-    peft_type = config.get("peft_type")
-    if peft_type is None:
-        raise invalid("no peft_type; not a PEFT adapter config")
-    if peft_type != "LORA":
-        raise invalid(f"peft_type is {peft_type!r}; only LoRA adapters (peft_type 'LORA') are supported")
-    config = dict(config)
-    for name, default in (("r", DEFAULT_RANK), ("lora_alpha", DEFAULT_ALPHA)):
-        config[name] = default if config.get(name) is None else config[name]
-    if not _is_int(config["r"]) or config["r"] < 1:
-        raise invalid(f"r must be a positive integer, not {config['r']!r}")
-    if not _is_number(config["lora_alpha"]):
-        raise invalid(f"lora_alpha must be a number, not {config['lora_alpha']!r}")
-    for name, is_value in (("rank_pattern", lambda v: _is_int(v) and v >= 1), ("alpha_pattern", _is_number)):
-        pattern = config[name] = config.get(name) or {}
-        if not isinstance(pattern, dict) or not all(isinstance(k, str) and is_value(v) for k, v in pattern.items()):
-            raise invalid(f"{name} must map module names to {'ranks' if name == 'rank_pattern' else 'numbers'}")
-        for key in pattern:
-            try:
-                re.compile(key)  # PEFT matches these keys as regular expressions
-            except re.error as exc:
-                raise invalid(f"{name} key {key!r} is not a valid regular expression ({exc})") from None
-    for name in ("use_rslora", "use_dora", "lora_bias"):
-        config[name] = config.get(name) or False
-        if not isinstance(config[name], bool):
-            raise invalid(f"{name} must be true or false, not {config[name]!r}")
-    modules_to_save = config["modules_to_save"] = config.get("modules_to_save") or []
-    if not isinstance(modules_to_save, list) or not all(isinstance(m, str) for m in modules_to_save):
-        raise invalid("modules_to_save must be a list of module names")
-    for name in ("base_model_name_or_path", "task_type"):
-        if config.get(name) is not None and not isinstance(config[name], str):
-            raise invalid(f"{name} must be a string, not {config[name]!r}")
-    return config
-
-
 def _is_other_format(path: Path) -> bool:
     # A single file, or a folder with neither a config nor PEFT's weight file names.
     if path.is_file():
@@ -266,12 +213,18 @@ def _group_tensors(weights: Path, header: SafetensorsHeader, config: dict):
     lora_modules: dict[str, _Module] = {}
     others: dict[str, TensorEntry] = {}
     for key, entry in header.tensors.items():
+        if len(key) > MAX_TENSOR_NAME or key.count(".") > MAX_TENSOR_DEPTH:
+            raise InvalidAdapter(f"{weights}: tensor {key[:80]!r}... has a path over {MAX_TENSOR_NAME} characters "
+                                 f"or {MAX_TENSOR_DEPTH} levels", path=str(weights))
         name = key.removeprefix(PEFT_PREFIX)
         match = _LORA_KEY.match(name)
         if match is None:
             others[name] = entry
             continue
         role = _PART_ROLE[match["part"]]
+        if not _MODULE_FORBIDDEN.isdisjoint(match["module"]):
+            raise InvalidAdapter(f"{weights}: tensor {key!r}: a module path may not hold ',', spaces or control "
+                                 "characters", path=str(weights))
         module = lora_modules.setdefault(match["module"], _Module())
         if role in module.parts:
             raise InvalidAdapter(f"{weights}: module {match['module']!r} has two {role} tensors "
@@ -284,8 +237,9 @@ def _group_tensors(weights: Path, header: SafetensorsHeader, config: dict):
         module.embedding = module.embedding or embedding
     embedding_modules = {m for m, mod in lora_modules.items() if mod.embedding}
     full_weights = {}
+    modules_to_save = _ModulesToSave(config["modules_to_save"])
     for name, entry in others.items():
-        if not (_is_module_to_save(name, config["modules_to_save"]) or _is_embedding_layer(name, embedding_modules)):
+        if not (modules_to_save.holds(name) or _is_embedding_layer(name, embedding_modules)):
             raise InvalidAdapter(f"{weights}: tensor {PEFT_PREFIX + name!r} is not a LoRA, DoRA or "
                                  "modules_to_save tensor", path=str(weights))
         full_weights[name] = entry.shape
@@ -294,9 +248,28 @@ def _group_tensors(weights: Path, header: SafetensorsHeader, config: dict):
     return lora_modules, full_weights
 
 
-def _is_module_to_save(name: str, modules_to_save: list[str]) -> bool:
-    # PEFT saves a whole copy of each such module: any parameter under a module named like it.
-    return any(re.search(rf"(^|\.){re.escape(module)}\.", name) for module in modules_to_save)
+class _ModulesToSave:
+    """PEFT saves a whole copy of each ``modules_to_save`` module: a tensor belongs to one when
+    the module's name appears in its path starting at a component and ending before a ``.``.
+    Looked up in a set for each (component start, dot) pair of the tensor's path: linear in the
+    tensors whatever the number of names (a regex per pair was quadratic, and thrashed ``re``'s
+    cache past 512 names)."""
+
+    def __init__(self, names: list[str]):
+        self.names = set(names)
+        self.longest = max(map(len, names), default=0)
+
+    def holds(self, tensor: str) -> bool:
+        if not self.names:
+            return False
+        dots = [i for i, c in enumerate(tensor) if c == "."]
+        for start in [0] + [d + 1 for d in dots]:
+            for end in dots[bisect.bisect_left(dots, start + 1):]:
+                if end - start > self.longest:
+                    break
+                if tensor[start:end] in self.names:
+                    return True
+        return False
 
 
 def _is_embedding_layer(name: str, embedding_modules: set[str]) -> bool:
@@ -309,6 +282,11 @@ def _check_modules(weights: Path, lora_modules: dict[str, _Module], config: dict
     def invalid(module: str, problem: str) -> InvalidAdapter:
         return InvalidAdapter(f"{weights}: module {module!r} {problem}", path=str(weights))
 
+    def config_invalid(problem: str) -> InvalidAdapter:
+        return InvalidAdapter(f"{weights.parent / CONFIG_FILE}: {problem}", path=str(weights.parent / CONFIG_FILE))
+
+    ranks = PatternTable(list(config["rank_pattern"]), "rank_pattern", config_invalid,
+                         deadline=time.monotonic() + MATCH_BUDGET_S)
     for module, found in sorted(lora_modules.items()):
         a_name, b_name = ("lora_embedding_A", "lora_embedding_B") if found.embedding else ("lora_A", "lora_B")
         lacking = [name for role, name in (("A", a_name), ("B", b_name)) if role not in found.parts]
@@ -320,10 +298,11 @@ def _check_modules(weights: Path, lora_modules: dict[str, _Module], config: dict
             if len(entry.shape) != 2:
                 hint = "; convolution LoRA is not supported" if len(entry.shape) > 2 else ""
                 raise invalid(module, f"{factor} has shape {list(entry.shape)}, expected 2-D {layout}{hint}")
+
         if a.shape[0] != b.shape[1]:
             raise invalid(module, f"{a_name} has rank {a.shape[0]} {list(a.shape)} but {b_name} has rank "
                                   f"{b.shape[1]} {list(b.shape)}")
-        expected, source = _configured_rank(module, config)
+        expected, source = _configured_rank(module, config, ranks)
         if a.shape[0] != expected:
             raise invalid(module, f"has rank {a.shape[0]} ({a_name} {list(a.shape)}, {b_name} {list(b.shape)}) "
                                   f"but {source} in {CONFIG_FILE}")
@@ -339,12 +318,13 @@ def _check_modules(weights: Path, lora_modules: dict[str, _Module], config: dict
             raise invalid(module, f"has no lora_magnitude_vector but use_dora is true in {CONFIG_FILE}")
 
 
-def _configured_rank(module: str, config: dict) -> tuple[int, str]:
+def _configured_rank(module: str, config: dict, ranks: PatternTable) -> tuple[int, str]:
     """The rank PEFT builds for ``module``, and where it comes from (for messages)."""
-    for key, rank in config["rank_pattern"].items():
-        # PEFT's rule (peft.utils.other.get_pattern_key): a key matches a suffix of the path.
-        if re.match(rf"(.*\.)?({key})$", module):
-            return rank, f"rank_pattern[{key!r}] is {rank}"
+    # PEFT's rule (peft.utils.other.get_pattern_key): a key matches a suffix of the path.
+    key = ranks.key_for(module)
+    if key is not None:
+        rank = config["rank_pattern"][key]
+        return rank, f"rank_pattern[{key!r}] is {rank}"
     return config["r"], f"r is {config['r']}"
 
 
@@ -353,18 +333,35 @@ def _check_dtypes(weights: Path, header: SafetensorsHeader) -> None:
         if entry.dtype not in FLOAT_DTYPE_NAMES:
             raise InvalidAdapter(f"{weights}: tensor {key!r} has dtype {entry.dtype}; adapter weights must be "
                                  "floating point", path=str(weights))
+        if 0 in entry.shape:
+            raise InvalidAdapter(f"{weights}: tensor {key!r} has shape {list(entry.shape)}: zero-size tensors "
+                                 "are refused (PEFT cannot load them)", path=str(weights))
+
+
+def check_regular_files(folder: str | Path, names=None) -> None:
+    """Raise ``InvalidAdapter`` unless each of ``names`` in ``folder`` that exists (default: the
+    version files and a pickled ``adapter_model.bin``) is a regular file: a symbolic link (to
+    ``/etc/passwd``, say) or a device, pipe or ``/proc`` entry would publish what it points at,
+    or block the push, so a push refuses them."""
+    folder = Path(folder)
+    for name in (names if names is not None else (*ADAPTER_FILES, PICKLE_FILE)):
+        path = folder / name
+        try:
+            mode = path.lstat().st_mode
+        except FileNotFoundError:
+            continue
+        except OSError as exc:
+            raise InvalidAdapter(f"{path}: cannot be read ({exc.strerror or exc})", path=str(path)) from None
+        if stat.S_ISLNK(mode):
+            raise InvalidAdapter(f"{path} is a symbolic link: a push stores regular files only (copy the file "
+                                 "into the folder instead)", path=str(path))
+        if not stat.S_ISREG(mode):
+            raise InvalidAdapter(f"{path} is not a regular file: a push stores regular files only",
+                                 path=str(path))
 
 
 def _describe_file(path: Path, digest: bool) -> AdapterFile:
     return AdapterFile(name=path.name, size=path.stat().st_size, sha256=sha256_file(path) if digest else None)
-
-
-def _is_int(value) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _is_number(value) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 def convert_pickled_adapter(src_dir: str | Path, dst_dir: str | Path) -> Path:

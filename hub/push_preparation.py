@@ -8,7 +8,7 @@ import os
 from pathlib import Path
 from typing import Mapping, Sequence
 
-from .adapter import ADAPTER_FILES, Manifest, convert_pickled_adapter, read_adapter
+from .adapter import ADAPTER_FILES, Manifest, check_regular_files, convert_pickled_adapter, read_adapter
 from .formats import files_root, other_file_problem, push_source
 from .digests import is_sha256
 from .errors import InvalidArgument, InvalidName, LoramgrError
@@ -50,6 +50,8 @@ def prepare_push(path: str | Path, scratch: Path, *, base: str | None, examples:
     """
     if examples is not None:
         check_examples_file(Path(examples))
+    if Path(path).is_dir():
+        check_regular_files(path)  # before anything reads them: a FIFO blocks, a link publishes its target
     folder = push_source(path, scratch, convert_pickle=convert_pickle, base=base, alpha=alpha)
     if convert_pickle and not (folder / "adapter_model.safetensors").exists() \
             and (folder / "adapter_model.bin").exists():
@@ -59,6 +61,7 @@ def prepare_push(path: str | Path, scratch: Path, *, base: str | None, examples:
             raise (error.naming(path, label) if label else error) from None
     manifest = read_adapter(folder, digests=False, label=label or (str(path) if folder != Path(path) else None))
     sources = {f.name: files_root(folder) / f.name for f in manifest.files}
+    check_regular_files(files_root(folder), sources)
     if examples is not None:
         sources[EXAMPLES_FILE] = Path(examples)
     elif EXAMPLES_FILE in sources:  # one inside the folder is checked like --examples

@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from .bounds import MAX_INT32, is_ascii_number
 from .errors import InvalidName
 
 _PART = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9._-]{0,62}[A-Za-z0-9_])?$")
@@ -21,10 +22,26 @@ def check_part(value: str, what: str) -> str:
     if not isinstance(value, str) or not _PART.fullmatch(value) or ".." in value:
         shown = value.encode("unicode_escape").decode() if isinstance(value, str) else repr(value)
         raise InvalidName(
-            f"invalid {what} {shown!r}: use 1-64 letters, digits, '.', '_' or '-', "
+            f"invalid {what} {_shown(shown)}: use 1-64 letters, digits, '.', '_' or '-', "
             "starting and ending with a letter or digit, and no '..'"
         )
     return value
+
+
+def check_new_tag(tag: str) -> str:
+    """A tag to create: ``check_part``, and not only digits. In a revision (the Hugging Face API,
+    web pages) digits always name a version number, so a tag ``2`` could never be reached there.
+    Tags made of digits that already exist still resolve as ``NS/NAME:2``. Raises ``InvalidName``."""
+    check_part(tag, "tag")
+    if tag.isascii() and tag.isdigit():
+        raise InvalidName(f"invalid tag {tag!r}: a tag may not be only digits, which name a version number "
+                          f"(use e.g. v{tag})")
+    return tag
+
+
+def _shown(value) -> str:
+    text = repr(value) if len(repr(value)) <= 120 else repr(value)[:117] + "..."
+    return text
 
 
 @dataclass(frozen=True)
@@ -37,7 +54,7 @@ class AdapterName:
         """Parse ``NS/NAME``; raises ``InvalidName``."""
         parts = text.split("/") if isinstance(text, str) else []
         if len(parts) != 2:
-            raise InvalidName(f"invalid adapter name {text!r}: expected NAMESPACE/NAME, e.g. acme/sentiment")
+            raise InvalidName(f"invalid adapter name {_shown(text)}: expected NAMESPACE/NAME, e.g. acme/sentiment")
         return cls(check_part(parts[0], "namespace"), check_part(parts[1], "name"))
 
     def __str__(self) -> str:
@@ -56,11 +73,12 @@ class AdapterRef:
     def parse(cls, text: str) -> "AdapterRef":
         """Parse ``NS/NAME``, ``NS/NAME@N`` or ``NS/NAME:TAG``; raises ``InvalidName``."""
         if not isinstance(text, str):
-            raise InvalidName(f"invalid reference {text!r}")
+            raise InvalidName(f"invalid reference {_shown(text)}")
         if "@" in text:
             name, _, version = text.partition("@")
-            if not version.isdigit() or int(version) < 1:
-                raise InvalidName(f"invalid version in {text!r}: expected a number >= 1, e.g. {name}@3")
+            if not is_ascii_number(version) or int(version) < 1:
+                raise InvalidName(f"invalid version in {_shown(text)}: expected a number from 1 to {MAX_INT32}, "
+                                  f"e.g. {name[:140]}@3")
             return cls(AdapterName.parse(name), version=int(version))
         if ":" in text:
             name, _, tag = text.partition(":")

@@ -22,6 +22,8 @@ from .errors import InvalidAdapter
 # The same bound the safetensors library enforces; a real header is a few KB to a few MB.
 MAX_HEADER_BYTES = 100_000_000
 LENGTH_PREFIX_BYTES = 8
+# A LoRA of every expert of a large mixture-of-experts model has about 100,000 tensors.
+MAX_TENSORS = 250_000
 
 # Bits per element of every dtype the safetensors format defines.
 DTYPE_BITS = {
@@ -97,6 +99,8 @@ def read_safetensors_header(path: str | Path) -> SafetensorsHeader:
     data_bytes = file_size - LENGTH_PREFIX_BYTES - header_len
     header = _parse_json(path, raw)
     metadata = _check_metadata(path, header.pop("__metadata__", {}))
+    if len(header) > MAX_TENSORS:
+        raise _invalid(path, f"header lists {len(header):,} tensors (at most {MAX_TENSORS:,})")
     tensors = {name: _check_entry(path, name, entry) for name, entry in header.items()}
     _check_layout(path, tensors, data_bytes)
     return SafetensorsHeader(tensors=tensors, metadata=metadata, header_bytes=header_len, data_bytes=data_bytes)
@@ -112,16 +116,27 @@ def _parse_json(path: Path, raw: bytes) -> dict:
         keys = [key for key, _ in pairs]
         if len(keys) != len(set(keys)):
             duplicate = next(key for key in keys if keys.count(key) > 1)
-            raise _invalid(path, f"header names tensor {duplicate!r} twice")
+            raise _invalid(path, f"header names tensor {_short(duplicate)} twice")
         return dict(pairs)
 
     try:
-        header = json.loads(raw.decode("utf-8"), object_pairs_hook=no_duplicates)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise _invalid(path, f"header is not valid JSON ({exc}); not a safetensors file?") from None
+        header = json.loads(raw.decode("utf-8"), object_pairs_hook=no_duplicates, parse_constant=_no_constant)
+    except (UnicodeDecodeError, ValueError) as exc:  # ValueError: JSONDecodeError, NaN, a 5,000-digit int
+        raise _invalid(path, f"header is not valid JSON ({_first_line(exc)}); not a safetensors file?") from None
+    except RecursionError:
+        raise _invalid(path, "header is nested too deeply; not a safetensors file?") from None
     if not isinstance(header, dict):
         raise _invalid(path, f"header is a JSON {type(header).__name__}, not an object")
     return header
+
+
+def _no_constant(name: str):
+    raise ValueError(f"{name} is not a JSON number")
+
+
+def _first_line(exc: Exception) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0][:200] if text else type(exc).__name__
 
 
 def _check_metadata(path: Path, metadata) -> dict[str, str]:
@@ -137,24 +152,37 @@ def _is_count(value) -> bool:
 
 def _check_entry(path: Path, name: str, entry) -> TensorEntry:
     if not isinstance(entry, dict):
-        raise _invalid(path, f"tensor {name!r}: header entry is not an object")
+        raise _invalid(path, f"tensor {_short(name)}: header entry is not an object")
     missing = [field for field in ("dtype", "shape", "data_offsets") if field not in entry]
     if missing:
-        raise _invalid(path, f"tensor {name!r}: header entry lacks {', '.join(missing)}")
+        raise _invalid(path, f"tensor {_short(name)}: header entry lacks {', '.join(missing)}")
     dtype, shape, offsets = entry["dtype"], entry["shape"], entry["data_offsets"]
-    if dtype not in DTYPE_BITS:
-        raise _invalid(path, f"tensor {name!r}: unknown dtype {dtype!r}")
+    if not isinstance(dtype, str) or dtype not in DTYPE_BITS:  # a list or object is unhashable
+        raise _invalid(path, f"tensor {_short(name)}: unknown dtype {_short(dtype)}")
     if not isinstance(shape, list) or not all(_is_count(d) for d in shape):
-        raise _invalid(path, f"tensor {name!r}: shape {shape!r} is not a list of non-negative integers")
+        raise _invalid(path, f"tensor {_short(name)}: shape {_short(shape)} is not a list of non-negative integers")
     if not (isinstance(offsets, list) and len(offsets) == 2 and all(_is_count(o) for o in offsets)
             and offsets[0] <= offsets[1]):
-        raise _invalid(path, f"tensor {name!r}: data_offsets {offsets!r} is not [begin, end] with begin <= end")
+        raise _invalid(path, f"tensor {_short(name)}: data_offsets {_short(offsets)} is not [begin, end] with "
+                             "begin <= end")
     tensor = TensorEntry(dtype=dtype, shape=tuple(shape), offsets=(offsets[0], offsets[1]))
     expected_bits = tensor.numel * DTYPE_BITS[dtype]
     if expected_bits != tensor.nbytes * 8:
-        raise _invalid(path, f"tensor {name!r}: {dtype} {list(shape)} needs {expected_bits / 8:g} bytes "
+        if expected_bits.bit_length() > 200:
+            needs = "more than 10^60"  # a shape this large cannot be printed (or held) anyway
+        else:
+            needs = f"{expected_bits // 8}" if expected_bits % 8 == 0 else f"{expected_bits / 8:g}"
+        raise _invalid(path, f"tensor {_short(name)}: {dtype} {_short(list(shape))} needs {needs} bytes "
                              f"but data_offsets span {tensor.nbytes}")
     return tensor
+
+
+def _short(value) -> str:
+    try:
+        text = repr(value)
+    except (RecursionError, ValueError):  # ValueError: an int too long to print
+        text = f"a {type(value).__name__}"
+    return text if len(text) <= 80 else text[:77] + "..."
 
 
 def _check_layout(path: Path, tensors: dict[str, TensorEntry], data_bytes: int) -> None:
@@ -164,7 +192,7 @@ def _check_layout(path: Path, tensors: dict[str, TensorEntry], data_bytes: int) 
         begin, end = tensor.offsets
         if begin != position:
             problem = "overlaps the previous tensor" if begin < position else "leaves a gap before it"
-            raise _invalid(path, f"tensor {name!r}: data_offsets {list(tensor.offsets)} {problem} "
+            raise _invalid(path, f"tensor {_short(name)}: data_offsets {list(tensor.offsets)} {problem} "
                                  f"(expected it to begin at {position})")
         position = end
     if position > data_bytes:
