@@ -200,3 +200,16 @@ def test_the_composer_refuses_a_stable_diffusion_lora(run, tmp_path, diffusers_l
     run("pull", "art/ink", "-o", pulled)
     with pytest.raises(UnsupportedAdapter, match="Stable Diffusion LoRA \\(diffusers format\\) cannot be composed"):
         load_lora(pulled)
+
+
+def test_uploaded_file_names():
+    from loramgr.hub.adapter import ADAPTER_FILES
+    from loramgr.hub.formats import other_file_problem
+
+    assert other_file_problem(["adapter_config.json", "adapter_model.safetensors"], ADAPTER_FILES) is None
+    assert other_file_problem(["my_style.safetensors", "README.md"], ADAPTER_FILES) is None
+    assert "not an adapter file" in other_file_problem(["adapter_config.json", "adapter_model.safetensors",
+                                                        "extra.safetensors"], ADAPTER_FILES)
+    assert other_file_problem(["a.safetensors", "b.safetensors"], ADAPTER_FILES)
+    assert other_file_problem(["../x.safetensors"], ADAPTER_FILES)
+    assert other_file_problem(["run.sh"], ADAPTER_FILES)
