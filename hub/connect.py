@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+from .registry_backend import RegistryBackend
 from .settings import Settings
 
 
-def open_registry(settings: Settings):
+def open_registry(settings: Settings) -> RegistryBackend:
     """A ``Registry`` (local) or ``RemoteRegistry`` (``settings.remote`` set); both have the
     same methods and raise the same errors."""
     if settings.remote:
