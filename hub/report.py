@@ -211,7 +211,7 @@ th{color:#555;font-weight:500} code{font:13px ui-monospace,monospace;word-break:
 <h1>{{ v.ref }}</h1>
 <p class="muted">composed on {{ v.base_model }} for task {{ v.task }}{% if v.created_at %}, {{ v.created_at }}{% endif %}</p>
 <table>{% for label, text in p.facts %}<tr><th>{{ label }}</th><td>{% if label == "examples digest" %}<code>{{ text }}</code>{% else %}{{ text }}{% endif %}</td></tr>{% endfor %}</table>
-<h2>Weights of the {{ p.sources|length }} sources</h2>
+<h2>Weights of the sources ({{ p.sources|length }})</h2>
 {% if p.sources %}{{ p.weights }}{% else %}<p>The lineage names no sources.</p>{% endif %}
 <h2>Search</h2>
 {% if p.curve %}<p class="muted">{{ p.evaluations }} evaluations; best loss {{ "%.6g"|format(p.best) }}.</p>{{ p.curve }}

@@ -42,10 +42,21 @@ def result_names(driver) -> list[str]:
     return [a.text for a in by_css(driver, "#results a.adapter-link")]
 
 
+def navigating(driver, action) -> None:
+    """Run ``action`` (a click or a submit that loads a page) and wait until the new page replaced
+    the old one: selenium returns from a click before the navigation it starts has happened."""
+    from selenium.webdriver.support import expected_conditions
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    old = driver.find_element("tag name", "html")
+    action()
+    WebDriverWait(driver, 15).until(expected_conditions.staleness_of(old))
+
+
 def shoot(driver, folder: Path, name: str) -> None:
     # The whole page, not only the window: resize to the document's height first.
     height = driver.execute_script("return document.documentElement.scrollHeight")
-    driver.set_window_size(1280, min(max(height, 600), 4000))
+    driver.set_window_size(1280, min(max(height + 150, 600), 4000))  # + the window's own frame
     driver.save_screenshot(str(folder / f"{name}.png"))
     driver.set_window_size(1280, 1000)
 
@@ -61,7 +72,7 @@ def submit_search(driver, **fields) -> None:
         else:
             element.clear()
             element.send_keys(value)
-    form.submit()
+    navigating(driver, form.submit)
 
 
 def test_home_searches_and_filters(browser, public_hub, screenshots):
@@ -94,7 +105,7 @@ def test_home_searches_and_filters(browser, public_hub, screenshots):
 def test_adapter_page_shows_versions_and_an_inert_card(browser, public_hub, screenshots):
     server, made = public_hub
     browser.get(server.url + "/")
-    next(a for a in by_css(browser, "#results a.adapter-link") if a.text == "acme/sentiment").click()
+    navigating(browser, next(a for a in by_css(browser, "#results a.adapter-link") if a.text == "acme/sentiment").click)
     assert browser.current_url == server.url + "/adapters/acme/sentiment"
     rows = by_css(browser, "#versions tbody tr")
     assert [r.find_element("css selector", "td a").text for r in rows] == ["@2", "@1"]
@@ -111,7 +122,7 @@ def test_adapter_page_shows_versions_and_an_inert_card(browser, public_hub, scre
     assert 'PeftModel.from_pretrained(base, "acme/sentiment", revision="2")' in by_css(browser, "#use-peft")[0].text
     shoot(browser, screenshots, "adapter")
 
-    by_css(browser, "#versions tbody tr")[1].find_element("css selector", "td a").click()
+    navigating(browser, by_css(browser, "#versions tbody tr")[1].find_element("css selector", "td a").click)
     assert "version=1" in browser.current_url
     assert "first version" in by_css(browser, "#card article")[0].text
 
@@ -126,15 +137,15 @@ def test_lineage_links_both_ways(browser, public_hub, screenshots):
     assert lineage.find_elements("css selector", "svg.loss path")
     shoot(browser, screenshots, "composed")
 
-    next(a for a in by_css(browser, "a.source-ref") if a.text == made["sentiment"]).click()
+    navigating(browser, next(a for a in by_css(browser, "a.source-ref") if a.text == made["sentiment"]).click)
     assert browser.current_url == server.url + "/adapters/acme/sentiment?version=2"
     used = [a.text for a in by_css(browser, "#used-in a.used-in")]
     assert used == [made["bare"], made["mix"]]
-    next(a for a in by_css(browser, "#used-in a.used-in") if a.text == made["mix"]).click()
+    navigating(browser, next(a for a in by_css(browser, "#used-in a.used-in") if a.text == made["mix"]).click)
     assert browser.current_url == server.url + "/adapters/acme/mix?version=1"
 
     # The bars in the picture link too.
-    by_css(browser, "svg.weights a rect")[1].click()
+    navigating(browser, by_css(browser, "svg.weights a rect")[1].click)
     assert browser.current_url == server.url + "/adapters/acme/summarize?version=1"
 
     browser.get(server.url + "/adapters/acme/mix-bare")
@@ -178,13 +189,13 @@ def test_a_private_hub_shows_nothing_without_a_token(browser, private_hub, scree
 
     login = by_css(browser, ".login form")[0]
     login.find_element("name", "token").send_keys("lmt_not-a-real-token")
-    login.submit()
+    navigating(browser, login.submit)
     assert "unknown" in by_css(browser, "#login-message")[0].text and not by_css(browser, "#results")
 
     browser.get(server.url + "/adapters/acme/sentiment")  # the login comes back here
     login = by_css(browser, ".login form")[0]
     login.find_element("name", "token").send_keys(secret)
-    login.submit()
+    navigating(browser, login.submit)
     assert browser.current_url == server.url + "/adapters/acme/sentiment"
     assert by_css(browser, "#versions tbody tr")
     cookie = browser.get_cookie("loramgr_token")
@@ -196,7 +207,7 @@ def test_a_private_hub_shows_nothing_without_a_token(browser, private_hub, scree
     assert len(result_names(browser)) == 5
     shoot(browser, screenshots, "home-private-logged-in")
 
-    by_css(browser, "header form button")[0].click()  # log out
+    navigating(browser, by_css(browser, "header form button")[0].click)  # log out
     assert browser.get_cookie("loramgr_token") is None
     browser.get(server.url + "/adapters/acme/mix")
     assert by_css(browser, ".login form") and not by_css(browser, "#lineage")

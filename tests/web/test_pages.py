@@ -201,3 +201,21 @@ def test_serve_prints_the_web_page_url(web_hub):
         assert page.status_code == 200 and "acme/mix" in page.text
     finally:
         server.stop()
+
+
+def test_a_card_whose_blob_is_gone_still_leaves_a_page(tmp_path):
+    from loramgr.hub.registry import Registry
+
+    from ..remote.helpers import write_synthetic_adapter
+
+    home = tmp_path / "home"
+    registry = Registry(Settings.load(environ={}, home=str(home)))
+    folder = write_synthetic_adapter(tmp_path / "a", megabytes=0.01, hidden=32, rank=2)
+    (folder / "README.md").write_text("# card\n")
+    version = registry.push(folder, name="x/y", task="t")
+    card = next(f for f in version.files if f.name == "README.md")
+    registry.blobs.path(card.digest).unlink()
+    registry.close()
+    with client_for(home) as client:
+        page = client.get("/adapters/x/y")
+        assert page.status_code == 200 and "could not be read" in page.text

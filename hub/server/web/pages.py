@@ -8,7 +8,7 @@ from __future__ import annotations
 from starlette.requests import Request
 from starlette.responses import Response
 
-from ...errors import AdapterNotFound, InvalidArgument
+from ...errors import AdapterNotFound, InvalidArgument, LoramgrError
 from ...refs import AdapterName
 from ...report import composition_pictures, source_page_url
 from ..routes import call, query_int, registry
@@ -63,12 +63,16 @@ def version_ref(name: str, selector: str) -> str:
 
 
 def read_card(reg, version) -> str | None:
-    """The text of the version's README.md, None without one or when it is too big to show."""
+    """The text of the version's README.md, None without one, when it is too big to show, or
+    when its blob cannot be read (the page still shows; `loramgr verify` reports the blob)."""
     card = next((f for f in version.files if f.name == "README.md"), None)
     if card is None or card.size > CARD_SHOWN_BYTES:
         return None
-    with reg.blobs.open(card.digest) as handle:
-        return handle.read(CARD_SHOWN_BYTES + 1).decode("utf-8", errors="replace")
+    try:
+        with reg.blobs.open(card.digest) as handle:
+            return handle.read(CARD_SHOWN_BYTES + 1).decode("utf-8", errors="replace")
+    except (OSError, LoramgrError):
+        return None
 
 
 def usage(version, hub_url: str, public_read: bool) -> dict:
@@ -115,6 +119,6 @@ async def adapter(request: Request) -> Response:
         "title": name, "session": session, "name": name, "version": current,
         "versions": versions[:VERSIONS_SHOWN], "more_versions": max(0, len(versions) - VERSIONS_SHOWN),
         "card": card_html(card) if card is not None else None,
-        "card_too_big": card is None and any(f.name == "README.md" for f in current.files),
+        "card_missing": card is None and any(f.name == "README.md" for f in current.files),
         "usage": usage(current, hub_url, request.app.state.config.public_read),
         "lineage": lineage, "used_in": used_in, "page_of": lambda ref: source_page_url("", ref)})
