@@ -135,7 +135,11 @@ class RemoteRegistry:
             if not isinstance(details, dict):
                 details = {}  # an older hub sends none
         except (ValueError, KeyError, TypeError, AttributeError):
-            # No JSON error body: a HEAD request, or something between us and the hub.
+            # No JSON error body: a HEAD request (the hub sends its error in headers then), or
+            # something between us and the hub.
+            code, message = (response.headers.get(f"X-Loramgr-Error-{part}") for part in ("Code", "Message"))
+            if code and message:
+                raise error_from_code(code, message, {}) from None
             cls = _STATUS_ERRORS.get(response.status_code, RemoteError)
             raise cls(f"{self.url} answered {request} with HTTP {response.status_code}"
                       + (f": {response.text[:200]!r}" if response.text else "")) from None

@@ -37,6 +37,8 @@ def split_card(text: str) -> tuple[dict, str]:
     except yaml.YAMLError as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise InvalidArgument(f"README.md: the metadata block is not valid YAML ({first})") from None
+    except RecursionError:  # PyYAML builds nested collections recursively
+        raise InvalidArgument("README.md: the metadata block is nested too deeply") from None
     if metadata is None:
         metadata = {}
     if not isinstance(metadata, dict):

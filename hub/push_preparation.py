@@ -13,7 +13,7 @@ from .formats import files_root, other_file_problem, push_source
 from .digests import is_sha256
 from .errors import InvalidArgument, InvalidName, LoramgrError
 from .examples_file import EXAMPLES_FILE, check_examples_file
-from .refs import LATEST, AdapterName, check_part
+from .refs import LATEST, AdapterName, check_part, check_new_tag
 
 SOURCES = ("pushed", "composed", "imported")
 
@@ -29,7 +29,7 @@ def check_push_arguments(name: str, task: str, tags: Sequence[str], source: str
     """The checked (name, task, tags) of a push. Raises ``InvalidName``, ``InvalidArgument``."""
     adapter_name = AdapterName.parse(name)
     task = check_task(task)
-    tags = [check_part(t, "tag") for t in tags]
+    tags = [check_new_tag(t) for t in tags]
     if LATEST in tags:
         raise InvalidName("the tag 'latest' is managed by loramgr: it always names the newest version")
     if source not in SOURCES:

@@ -24,7 +24,8 @@ from .errors import AdapterNotFound, DatabaseError, InvalidName
 from .push_preparation import (base_model_of, check_push_arguments, check_stored_examples, check_stored_files,
                                prepare_push, stage_stored_files)
 from .records import AdapterVersion, GcReport, Lineage, SourceWeight, VerifyReport, VersionFileInfo
-from .refs import LATEST, AdapterName, AdapterRef, check_part
+from .refs import LATEST, AdapterName, AdapterRef, check_part, check_new_tag
+from .bounds import check_grace_seconds, check_whole_number
 from .search import index_version_text, load_records, search_versions, utc_iso
 from .settings import Settings
 from .snapshots import SNAPSHOT_MARKER, materialise, snapshot_dir
@@ -176,7 +177,7 @@ class Registry:
 
     def tag(self, ref: str, tag: str) -> AdapterVersion:
         """Point ``tag`` at the version ``ref`` resolves to. Raises ``AdapterNotFound``, ``InvalidName``."""
-        check_part(tag, "tag")
+        check_new_tag(tag)
         if tag == LATEST:
             raise InvalidName("the tag 'latest' is managed by loramgr: it always names the newest version")
         parsed = AdapterRef.parse(ref)
@@ -277,7 +278,11 @@ class Registry:
                all_versions: bool = False, limit: int | None = 100) -> list[AdapterVersion]:
         """Versions matching every given filter, newest first; by default only the newest
         matching version of each adapter. ``query``: each of its words begins a word of the
-        name, task or description. Raises ``InvalidArgument`` for a limit under 1."""
+        name, task or description. Raises ``InvalidArgument`` for a limit under 1, or a rank or
+        limit that is not a whole number the store can hold."""
+        for what, value in (("rank", rank), ("min_rank", min_rank), ("max_rank", max_rank), ("limit", limit)):
+            if value is not None:
+                check_whole_number(value, f"--{what.replace('_', '-')}")
         with self.db.reading() as session:
             return search_versions(session, base=base, task=task, rank=rank, min_rank=min_rank, max_rank=max_rank,
                                    target=target, query=query, source=source, all_versions=all_versions,
@@ -376,8 +381,10 @@ class Registry:
         """Remove blobs no version references and temp files of crashed writers.
 
         Unreferenced blobs younger than ``grace_seconds`` are kept: a push running right now
-        may have stored them and not yet committed its transaction.
+        may have stored them and not yet committed its transaction. Raises ``InvalidArgument``
+        for a grace period that is negative, NaN or infinite.
         """
+        grace_seconds = check_grace_seconds(grace_seconds)
         with self.db.reading() as session:
             referenced = self._referenced_digests(session)
         removed = kept = freed = 0

@@ -7,7 +7,7 @@ import os
 from pathlib import Path
 from typing import Callable
 
-from .errors import DestinationNotEmpty
+from .errors import DestinationNotEmpty, InvalidArgument
 from .records import AdapterVersion, VersionFileInfo
 
 # Written last into a snapshot folder: its content (the version digest) says the folder is whole.
@@ -46,10 +46,16 @@ def write_version_files(folder: Path, version: AdapterVersion, fetch: Fetch, *, 
     folder = Path(folder)
     if folder.exists() and not folder.is_dir():
         raise DestinationNotEmpty(f"{folder} exists and is not a folder", path=str(folder))
-    if folder.is_dir() and any(folder.iterdir()) and not force:
-        raise DestinationNotEmpty(f"{folder} is not empty: pass --force to overwrite its adapter files",
-                                  path=str(folder))
-    folder.mkdir(parents=True, exist_ok=True)
+    try:
+        if folder.is_dir() and any(folder.iterdir()) and not force:
+            raise DestinationNotEmpty(f"{folder} is not empty: pass --force to overwrite its adapter files",
+                                      path=str(folder))
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        # A dangling symbolic link, a link loop, a path under a file, no permission.
+        problem = "is a symbolic link to nowhere" if folder.is_symlink() and not folder.exists() \
+            else (exc.strerror or type(exc).__name__).lower()
+        raise InvalidArgument(f"cannot write the adapter into {folder}: {problem}", path=str(folder)) from None
     (folder / SNAPSHOT_MARKER).unlink(missing_ok=True)
     for file in version.files:
         temp = folder / f".{file.name}.{os.getpid()}.part"

@@ -34,9 +34,10 @@ DIFFUSERS_COMPONENTS = ("unet", "text_encoder", "text_encoder_2", "transformer")
 KOHYA_COMPONENTS = {"unet": "unet", "te": "text_encoder", "te1": "text_encoder", "te2": "text_encoder_2",
                     "transformer": "transformer"}
 _DIFFUSERS_KEY = re.compile(
-    r"^(?P<component>unet|text_encoder|text_encoder_2|transformer)\.(?P<module>.+?)\."
+    r"^(?P<component>unet|text_encoder|text_encoder_2|transformer)\.(?P<module>[A-Za-z0-9_.-]+?)\."
     r"(?P<part>lora_A\.weight|lora_B\.weight|lora\.down\.weight|lora\.up\.weight"
     r"|lora_linear_layer\.down\.weight|lora_linear_layer\.up\.weight|alpha)$")
+# Module names are plain identifiers: the metadata store keeps targets as ",a,b," and they are shown.
 _KOHYA_KEY = re.compile(r"^lora_(?P<component>unet|te1|te2|te|transformer)_(?P<module>[A-Za-z0-9_]+?)"
                         r"\.(?P<part>lora_down\.weight|lora_up\.weight|alpha)$")
 _ROLE = {"lora_A.weight": "down", "lora.down.weight": "down", "lora_linear_layer.down.weight": "down",

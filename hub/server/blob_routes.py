@@ -25,7 +25,10 @@ from . import auth
 from ..errors import RangeNotSatisfiable
 from .limits import store_upload
 
-_RANGE = re.compile(r"bytes=(\d*)-(\d*)")
+# ASCII digits only (\d also matches other scripts' digits, which int() reads or refuses).
+_RANGE = re.compile(r"bytes=([0-9]*)-([0-9]*)")
+# More digits than any blob size has: such a position is past the end (int() of 5,000 digits fails).
+_MAX_DIGITS = 18
 # Responses go out in pieces of this size: the idle timeout applies per piece, so a slow but
 # steady client (1 MiB in a minute is 140 kbit/s) is never mistaken for a stalled one.
 SEND_PIECE = 1024 * 1024
@@ -58,16 +61,23 @@ def requested_range(request: Request, digest: str, size: int) -> tuple[int, int]
     match = _RANGE.fullmatch(header.strip())
     if match is None or match[1] == match[2] == "":
         return None
+    first, last = (_position(text) for text in (match[1], match[2]))
     if match[1] == "":  # "bytes=-N": the last N bytes
-        start, end = max(0, size - int(match[2])), size
-        if int(match[2]) == 0:
+        start, end = max(0, size - last), size
+        if last == 0:
             start = size
     else:
-        start = int(match[1])
-        end = min(size, int(match[2]) + 1) if match[2] else size
+        start = first
+        end = min(size, last + 1) if match[2] else size
     if start >= size or start >= end:
-        raise RangeNotSatisfiable(f"range {header!r} is outside the blob's {size} bytes", size=size)
+        raise RangeNotSatisfiable(f"range {header[:80]!r} is outside the blob's {size} bytes", size=size)
     return start, end
+
+
+def _position(text: str) -> int:
+    if not text:
+        return 0
+    return int(text) if len(text) <= _MAX_DIGITS else 10 ** _MAX_DIGITS
 
 
 async def _size(request: Request, digest: str) -> int:

@@ -31,8 +31,16 @@ def error_body(code: str, message: str, details: dict | None = None) -> dict:
     return {"error": {"code": code, "message": message, "details": details or {}}}
 
 
+ERROR_CODE_HEADER = "X-Loramgr-Error-Code"
+ERROR_MESSAGE_HEADER = "X-Loramgr-Error-Message"
+
+
 def render_error(error: LoramgrError) -> JSONResponse:
-    headers = {}
+    # The code and message also go in headers: an answer to HEAD has no body, and a client
+    # should still learn that its token was revoked rather than "HTTP 401".
+    headers = {ERROR_CODE_HEADER: error.code,
+               ERROR_MESSAGE_HEADER: " ".join(error.message.split()).encode("ascii", "backslashreplace")
+               .decode("ascii")[:1000]}
     if isinstance(error, Unauthorized):
         headers["WWW-Authenticate"] = 'Bearer realm="loramgr"'
     if isinstance(error, RangeNotSatisfiable) and "size" in error.details:

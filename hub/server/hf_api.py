@@ -43,6 +43,7 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 from ..adapter import ADAPTER_FILES, PICKLE_FILE, WEIGHTS_FILE
+from ..bounds import is_ascii_number
 from ..digests import sha256_bytes
 from ..errors import (AdapterNotFound, InvalidAdapter, InvalidArgument, InvalidName, LoramgrError, PickleRefused,
                       Unauthorized)
@@ -87,7 +88,9 @@ def find_version(reg, name: str, revision: str) -> AdapterVersion:
                 return version
     else:
         try:
-            ref = name if revision == MAIN else (f"{name}@{revision}" if revision.isdigit() else f"{name}:{revision}")
+            # The rule: ASCII digits name a version number (a tag cannot be only digits).
+            ref = name if revision == MAIN else (f"{name}@{revision}" if is_ascii_number(revision)
+                                                 else f"{name}:{revision}")
             return reg.show(str(AdapterRef.parse(ref)))
         except (AdapterNotFound, InvalidName):
             _versions(reg, name)  # a missing repo is RepoNotFound, not RevisionNotFound
@@ -160,7 +163,8 @@ def base_url(request: Request) -> str:
 # -- errors and tokens --------------------------------------------------------------------------
 
 def _header_text(text: str) -> str:
-    return text.encode("latin-1", "replace").decode("latin-1")[:2000]
+    # ASCII, escaped: clients differ in how they decode other header bytes (UTF-8 or latin-1).
+    return text.encode("ascii", "backslashreplace").decode("ascii")[:2000]
 
 
 def hf_error(error: LoramgrError) -> JSONResponse:

@@ -152,7 +152,9 @@ def _json_line(line: bytes) -> dict:
     try:
         item = json.loads(line)
     except ValueError as exc:
-        raise InvalidArgument(f"a line of the commit is not JSON: {exc}") from None
+        raise InvalidArgument(f"a line of the commit is not JSON: {str(exc)[:200]}") from None
+    except RecursionError:
+        raise InvalidArgument("a line of the commit is nested too deeply") from None
     if not isinstance(item, dict) or not isinstance(item.get("key"), str) or not isinstance(item.get("value"), dict):
         raise InvalidArgument('each line of the commit must be {"key": ..., "value": {...}}')
     return item
@@ -322,7 +324,7 @@ def plan_version(files: dict[str, tuple[str, int]], ignored: set[str], commit: C
     if CONFIG_FILE in files:
         try:
             config = json.loads(read_small(blobs, files[CONFIG_FILE][0]))
-        except ValueError:
+        except (ValueError, RecursionError):
             config = {}  # the push's validation names the problem
         if isinstance(config, dict) and not config.get("base_model_name_or_path"):
             base = card_base_model(metadata)

@@ -5,6 +5,8 @@ under a size limit.
 from __future__ import annotations
 
 import json
+import math
+import re
 from typing import Callable, Iterator
 
 import anyio
@@ -18,6 +20,7 @@ from ..errors import RequestTimeout
 # Uploads reach the worker thread that hashes and writes them in batches of about this size:
 # one thread hop per batch rather than per (often 64 KB) network read.
 UPLOAD_BATCH = 1024 * 1024
+_DIGITS = re.compile(r"[0-9]+")
 
 
 class IdleTimeoutMiddleware:
@@ -63,8 +66,10 @@ def declared_length(request: Request, limit: int, what: str) -> int | None:
     value = request.headers.get("content-length")
     if value is None:
         return None
-    if not value.isdigit():
-        raise InvalidArgument(f"invalid Content-Length {value!r}")
+    if not _DIGITS.fullmatch(value):  # ASCII digits only: '²'.isdigit() is true, int('²') fails
+        raise InvalidArgument(f"invalid Content-Length {value[:40]!r}")
+    if len(value) > 18:
+        raise PayloadTooLarge(f"{what} of {len(value)} digits of bytes is over this hub's limit of {limit:,} bytes")
     if int(value) > limit:
         raise PayloadTooLarge(f"{what} of {int(value):,} bytes is over this hub's limit of {limit:,} bytes")
     return int(value)
@@ -79,13 +84,42 @@ async def read_json(request: Request, limit: int) -> dict:
         body += chunk
         if len(body) > limit:
             raise PayloadTooLarge(f"a JSON body over {limit:,} bytes is over this hub's limit")
-    try:
-        data = json.loads(body or b"{}")
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise InvalidArgument(f"the request body is not valid JSON: {exc}") from None
+    data = parse_json(bytes(body or b"{}"), "the request body")
     if not isinstance(data, dict):
         raise InvalidArgument("the request body must be a JSON object")
     return data
+
+
+def _no_constant(name: str):
+    raise ValueError(f"{name} is not a JSON number")
+
+
+def parse_json(text: bytes | str, what: str):
+    """Strict JSON: no ``NaN`` / ``Infinity`` (nor ``1e999``, which Python reads as infinity),
+    nesting bounded. Raises ``InvalidArgument`` naming ``what``."""
+    try:
+        data = json.loads(text, parse_constant=_no_constant)
+    except (ValueError, UnicodeDecodeError) as exc:  # ValueError: JSONDecodeError, NaN, a 5,000-digit int
+        first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
+        raise InvalidArgument(f"{what} is not valid JSON: {first}") from None
+    except RecursionError:
+        raise InvalidArgument(f"{what} is nested too deeply") from None
+    if not _finite(data):
+        raise InvalidArgument(f"{what} holds a number out of range (JSON numbers here must be finite)")
+    return data
+
+
+def _finite(data) -> bool:
+    stack = [data]
+    while stack:
+        value = stack.pop()
+        if isinstance(value, float) and not math.isfinite(value):
+            return False
+        if isinstance(value, dict):
+            stack.extend(value.values())
+        elif isinstance(value, list):
+            stack.extend(value)
+    return True
 
 
 async def store_upload(request: Request, store_chunks: Callable[[Iterator[bytes]], tuple[str, int]],

@@ -14,8 +14,9 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from ..errors import InvalidArgument
+from ..errors import InvalidArgument, LoramgrError
 from ..records import Lineage
+from ..bounds import MAX_INT32, check_grace_seconds, is_ascii_number
 from ..refs import AdapterName, AdapterRef
 from ..tokens import ALL_NAMESPACES
 from . import auth
@@ -37,13 +38,14 @@ def versions_response(versions, status_code: int = 200) -> JSONResponse:
 # -- query and body parsing ---------------------------------------------------------------------
 
 def query_int(request: Request, name: str) -> int | None:
+    """A query parameter of ASCII digits (``int()`` also reads '١٢' and '1_000'), at most
+    ``MAX_INT32``: the store's columns are 32-bit. Raises ``InvalidArgument``."""
     value = request.query_params.get(name)
     if value in (None, ""):
         return None
-    try:
-        return int(value)
-    except ValueError:
-        raise InvalidArgument(f"{name} must be a whole number, not {value!r}") from None
+    if not is_ascii_number(value):
+        raise InvalidArgument(f"{name} must be a whole number from 0 to {MAX_INT32}, not {value[:40]!r}")
+    return int(value)
 
 
 def query_bool(request: Request, name: str) -> bool:
@@ -78,12 +80,16 @@ def string_list(value: list, what: str) -> list[str]:
 
 
 def lineage_from(value: dict | None) -> Lineage | None:
+    """The lineage of a commit body; ``Lineage.from_dict`` refuses non-finite or non-numeric
+    weights and scores with ``InvalidArgument``."""
     if value is None:
         return None
     try:
         return Lineage.from_dict(value)
+    except LoramgrError:
+        raise
     except (TypeError, ValueError, KeyError, AttributeError) as exc:
-        raise InvalidArgument(f"invalid lineage: {exc}") from None
+        raise InvalidArgument(f"invalid lineage: {str(exc)[:200]}") from None
 
 
 # -- endpoints ----------------------------------------------------------------------------------
@@ -179,7 +185,7 @@ async def gc(request: Request) -> JSONResponse:
     body = await read_json(request, request.app.state.config.max_json_bytes)
     options = {"dry_run": bool(field(body, "dry_run", bool, False))}
     if "grace_seconds" in body:
-        options["grace_seconds"] = float(field(body, "grace_seconds", (int, float)))
+        options["grace_seconds"] = check_grace_seconds(field(body, "grace_seconds", (int, float)))
     return JSONResponse((await call(registry(request).gc, **options)).to_dict())
 
 

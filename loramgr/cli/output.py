@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import sys
 from contextlib import contextmanager
 from dataclasses import asdict, is_dataclass
@@ -25,8 +26,21 @@ def to_jsonable(value):
     return value
 
 
+def strict_jsonable(value):
+    """``value`` with every float JSON cannot carry (NaN, infinity) as ``None``: output that
+    says ``Infinity`` is not JSON, and scripts reading it would fail."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: strict_jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [strict_jsonable(v) for v in value]
+    return value
+
+
 def emit_json(value) -> None:
-    click.echo(json.dumps(to_jsonable(value), indent=2, sort_keys=True, default=str))
+    data = strict_jsonable(to_jsonable(value))
+    click.echo(json.dumps(data, indent=2, sort_keys=True, default=str, allow_nan=False))
 
 
 def human_size(size: int) -> str:

@@ -114,6 +114,7 @@ def test_kohya_file_is_described(tmp_path):
     (None, {"lora_unet_x_to_k.lora_down.weight": torch.zeros(2, 8), "lora_unet_x_to_k.lora_up.weight": torch.zeros(8, 2),
             "lora_unet_x_to_k.alpha": torch.tensor([1.0, 2.0])}, ["alpha", "one number"]),
     (None, {"model.diffusion_model.weight": torch.zeros(2)}, ["neither a PEFT adapter", "kohya-style"]),
+    (None, {"lora_unet_a,b.lora_down.weight": torch.zeros(2, 2)}, ["not a kohya LoRA tensor"]),
 ])
 def test_bad_kohya_files_are_refused_in_one_line_and_nothing_is_stored(run, tmp_path, drop, extra, words):
     path = kohya_file(tmp_path / "bad.safetensors", drop=drop, extra=extra)
@@ -213,3 +214,10 @@ def test_uploaded_file_names():
     assert other_file_problem(["a.safetensors", "b.safetensors"], ADAPTER_FILES)
     assert other_file_problem(["../x.safetensors"], ADAPTER_FILES)
     assert other_file_problem(["run.sh"], ADAPTER_FILES)
+
+
+def test_diffusers_module_names_must_be_plain(run, tmp_path):
+    path = tmp_path / "odd.safetensors"
+    save_file({"unet.a,b.lora_A.weight": torch.zeros(2, 4), "unet.a,b.lora_B.weight": torch.zeros(4, 2)}, str(path))
+    assert "not a diffusers LoRA tensor" in one_error_line(run("push", path, "--name", "art/o", "--task", "t",
+                                                               "--base", SD15))
