@@ -51,6 +51,8 @@ def write_version_files(folder: Path, version: AdapterVersion, fetch: Fetch, *, 
             raise DestinationNotEmpty(f"{folder} is not empty: pass --force to overwrite its adapter files",
                                       path=str(folder))
         folder.mkdir(parents=True, exist_ok=True)
+    except DestinationNotEmpty:  # a FileExistsError, so an OSError too
+        raise
     except OSError as exc:
         # A dangling symbolic link, a link loop, a path under a file, no permission.
         problem = "is a symbolic link to nowhere" if folder.is_symlink() and not folder.exists() \
