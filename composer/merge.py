@@ -50,8 +50,8 @@ class MergeResult:
                 "worst_module_error": max(combined.module_errors.values(), default=None)}
 
     def lineage(self) -> Lineage:
-        return Lineage(sources=[SourceWeight(c.ref or c.label, w, c.digest) for c, w in zip(self.sources, self.weights)],
-                       mode=self.mode, objective="none", score=None, seed=self.seed, details=self.details())
+        sources = [SourceWeight(c.ref or c.label, w, c.digest) for c, w in zip(self.sources, self.weights)]
+        return Lineage(sources=sources, mode=self.mode, objective="none", score=None, seed=self.seed, details=self.details())
 
     def to_dict(self) -> dict:
         return {"sources": [{"source": c.ref or c.label, "task": c.task, "weight": w}

@@ -125,7 +125,8 @@ def _meta_model(model: str, task_type: str | None):
             with torch.device("meta"):
                 built = getattr(transformers, name).from_config(config, trust_remote_code=False)
             return built, type(built).__name__
-        except (ValueError, KeyError, TypeError) as exc:  # this auto class does not map that config
+        # Not mapped by this auto class, or not buildable on the meta device: try the next one.
+        except (ValueError, KeyError, TypeError, RuntimeError, NotImplementedError) as exc:
             errors.append(f"{name}: {_first_line(exc)}")
     raise InvalidArgument(f"--model {model}: cannot build a {config.model_type} model from its config "
                           f"({'; '.join(errors)[:300]})")

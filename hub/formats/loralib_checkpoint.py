@@ -113,7 +113,8 @@ def _pairs(checkpoint: Path, state: dict) -> dict:
     modules = {}
     for module, factors in sorted(found.items()):
         if set(factors) != {"A", "B"}:
-            raise invalid(f"module {module!r} has lora_{''.join(factors)} but not lora_{'B' if 'A' in factors else 'A'}")
+            have, lacking = "".join(factors), "B" if "A" in factors else "A"
+            raise invalid(f"module {module!r} has lora_{have} but not lora_{lacking}")
         a, b = factors["A"], factors["B"]
         if a.ndim != 2 or b.ndim != 2:
             raise invalid(f"module {module!r} has lora_A {list(a.shape)} / lora_B {list(b.shape)}; only loralib.Linear "
