@@ -35,6 +35,10 @@ class BlobStore(Protocol):
 
     def read_chunks(self, digest: str, start: int = 0, end: int | None = None) -> Iterator[bytes]: ...
 
+    def link_to(self, digest: str, destination: Path) -> bool:
+        """Hard-link the blob (made read-only) at ``destination`` where the store and file system
+        allow; False, with nothing written, where not."""
+
     def copy_to(self, digest: str, destination: Path) -> None:
         """Write the blob to ``destination`` (a temp name the caller renames into place)."""
 

@@ -8,6 +8,7 @@ writer's temp file from a live one by the process id in its name.
 
 from __future__ import annotations
 
+import errno
 import os
 import shutil
 import threading
@@ -43,6 +44,11 @@ def _copy_while_hashing(source: Path, destination: Path, progress=None) -> str:
     if failures:
         raise failures[0]
     return digest.hexdigest()
+
+
+# Why a hard link can fail where a copy works: another device, a file system without links (or
+# without them for us), too many links to one file.
+_NO_LINKS = {errno.EXDEV, errno.EPERM, errno.EACCES, errno.EMLINK, errno.ENOTSUP, errno.EOPNOTSUPP, errno.ENOSYS}
 
 
 def _pid_alive(pid: int) -> bool:
@@ -150,6 +156,22 @@ class LocalBlobStore:
                 if remaining is not None:
                     remaining -= len(chunk)
                 yield chunk
+
+    def link_to(self, digest: str, destination: Path) -> bool:
+        """Hard-link the blob at ``destination`` when the file system allows (same device, links
+        supported); False, with nothing written, when it does not. The blob is made read-only
+        first: the link is the blob, and must never be written through."""
+        source = self.path(digest)
+        if not source.is_file():
+            raise IntegrityError(f"blob {digest} is missing from the store {self.root}", digest=digest)
+        try:
+            os.chmod(source, 0o444)
+            os.link(source, destination)
+        except OSError as exc:
+            if exc.errno in _NO_LINKS:
+                return False
+            raise
+        return True
 
     def copy_to(self, digest: str, destination: Path) -> None:
         """Copy a blob to ``destination`` (which the caller later renames into place)."""

@@ -164,6 +164,10 @@ class S3BlobStore:
                 sink.write(chunk)
         return sha.hexdigest()
 
+    def link_to(self, digest: str, destination: Path) -> bool:
+        """Objects cannot be hard-linked into a local folder: always False (callers copy)."""
+        return False
+
     def copy_to(self, digest: str, destination: Path) -> None:
         """Stream a blob to ``destination`` (which the caller later renames into place), checking
         its digest on the way: raises ``IntegrityError`` when it is missing or corrupt."""

@@ -31,7 +31,7 @@ from .refs import AdapterName, AdapterRef
 from .push_preparation import check_push_arguments, prepare_push
 from .registry import GC_GRACE_SECONDS
 from .settings import Settings
-from .snapshots import materialise, snapshot_dir
+from .snapshots import materialise, remove_snapshot, snapshot_dir
 
 Progress = Callable[[int], None]
 CHUNK = 1024 * 1024
@@ -275,13 +275,15 @@ class RemoteRegistry:
     def rm(self, ref: str) -> AdapterVersion:
         """Remove one version. Raises ``AdapterNotFound``. Not retried after a broken connection
         (repeating ``rm NS/NAME`` would remove the next-newest version too)."""
-        return AdapterVersion.from_dict(self._json("DELETE", f"/api/versions/{self._ref_path(ref)}",
-                                                   idempotent=False))
+        removed = AdapterVersion.from_dict(self._json("DELETE", f"/api/versions/{self._ref_path(ref)}",
+                                                      idempotent=False))
+        remove_snapshot(self.snapshot_dir(removed))  # this client's cached copy of it
+        return removed
 
     def gc(self, *, grace_seconds: float = GC_GRACE_SECONDS, dry_run: bool = False) -> GcReport:
         """Have the hub remove unreferenced blobs (needs a write token for '*')."""
         data = self._json("POST", "/api/gc", json={"grace_seconds": grace_seconds, "dry_run": dry_run})
-        return GcReport(**{f.name: data[f.name] for f in fields(GcReport)})
+        return GcReport(**{f.name: data[f.name] for f in fields(GcReport) if f.name in data})
 
     # -- pulling -------------------------------------------------------------------------------
 

@@ -168,6 +168,7 @@ class GcReport:
     removed_temp_files: int
     freed_bytes: int
     kept_recent_blobs: int
+    removed_snapshots: int = 0  # snapshot folders of versions that no longer exist
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -28,7 +28,7 @@ from .refs import LATEST, AdapterName, AdapterRef, check_part, check_new_tag
 from .bounds import check_grace_seconds, check_whole_number
 from .search import index_version_text, load_records, search_versions, utc_iso
 from .settings import Settings
-from .snapshots import SNAPSHOT_MARKER, materialise, snapshot_dir
+from .snapshots import SNAPSHOT_MARKER, materialise, remove_snapshot, snapshot_dir, snapshot_folders
 
 # Names other modules and tests have imported from here.
 __all__ = ["GC_GRACE_SECONDS", "SNAPSHOT_MARKER", "Registry", "open_blob_store"]
@@ -191,7 +191,7 @@ class Registry:
 
     def rm(self, ref: str) -> AdapterVersion:
         """Remove one version (its number is never reused); ``latest`` moves to the newest left.
-        Blobs stay until ``gc``. Raises ``AdapterNotFound``."""
+        Its snapshot goes now, its blobs at the next ``gc``. Raises ``AdapterNotFound``."""
         parsed = AdapterRef.parse(ref)
 
         def work(session: Session) -> AdapterVersion:
@@ -208,7 +208,9 @@ class Registry:
                 self._set_tag(session, adapter_id, LATEST, newest.id)
             return removed
 
-        return self._write(work)
+        removed = self._write(work)
+        remove_snapshot(self.snapshot_dir(removed))
+        return removed
 
     # -- reading -----------------------------------------------------------------------------
 
@@ -344,12 +346,19 @@ class Registry:
         """
         version = self.show(ref)
         return materialise(version, output, self.snapshot_dir(version),
-                           lambda f, dest: self._copy_blob(f, dest, progress), force=force)
+                           lambda f, dest: self._copy_blob(f, dest, progress), force=force,
+                           link=lambda f, dest: self._link_blob(f, dest, progress))
 
     def _copy_blob(self, file: VersionFileInfo, destination: Path, progress: Progress | None) -> None:
         self.blobs.copy_to(file.digest, destination)
         if progress:
             progress(file.size)
+
+    def _link_blob(self, file: VersionFileInfo, destination: Path, progress: Progress | None) -> bool:
+        linked = self.blobs.link_to(file.digest, destination)
+        if linked and progress:
+            progress(file.size)
+        return linked
 
     # -- maintenance -------------------------------------------------------------------------
 
@@ -387,7 +396,9 @@ class Registry:
         grace_seconds = check_grace_seconds(grace_seconds)
         with self.db.reading() as session:
             referenced = self._referenced_digests(session)
-        removed = kept = freed = 0
+        # Snapshots first: a blob still linked from one would not free its bytes.
+        removed_snapshots, freed = self._remove_dead_snapshots(grace_seconds, dry_run)
+        removed = kept = 0
         for digest in list(self.blobs.digests()):
             if digest in referenced:
                 continue
@@ -404,4 +415,22 @@ class Registry:
             if not dry_run:
                 self.blobs.remove_temp(temp)
         return GcReport(removed_blobs=removed, removed_temp_files=len(temps), freed_bytes=freed,
-                        kept_recent_blobs=kept)
+                        kept_recent_blobs=kept, removed_snapshots=removed_snapshots)
+
+    def _remove_dead_snapshots(self, grace_seconds: float, dry_run: bool) -> tuple[int, int]:
+        """Remove the snapshot folders of versions that no longer exist; returns (folders, bytes
+        freed). One younger than ``grace_seconds`` is kept: a pull may be writing it for a
+        version pushed since the versions were listed."""
+        folders = snapshot_folders(self.settings.home / "snapshots")
+        if not folders:
+            return 0, 0
+        with self.db.reading() as session:
+            live = set(session.execute(select(Adapter.namespace, Adapter.name, Version.number)
+                                       .join(Version, Version.adapter_id == Adapter.id)).tuples().all())
+        removed = freed = 0
+        for key, folder in sorted(folders.items()):
+            if key in live or time.time() - folder.stat().st_mtime < grace_seconds:
+                continue
+            removed += 1
+            freed += remove_snapshot(folder, dry_run=dry_run)
+        return removed, freed

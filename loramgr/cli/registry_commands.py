@@ -208,11 +208,13 @@ def verify(ctx, ref, as_json):
 @json_option
 @click.pass_context
 def gc(ctx, grace, dry_run, as_json):
-    """Remove blobs that no version references and temp files left by crashed pushes."""
+    """Remove blobs that no version references, temp files left by crashed pushes, and pulled
+    snapshots of versions that no longer exist."""
     report = registry(ctx).gc(grace_seconds=grace, dry_run=dry_run)
     if as_json:
         emit_json(report)
     else:
         verb = "would remove" if dry_run else "removed"
-        click.echo(f"{verb} {report.removed_blobs} blobs and {report.removed_temp_files} temp files "
-                   f"({human_size(report.freed_bytes)}); kept {report.kept_recent_blobs} recent unreferenced blobs")
+        click.echo(f"{verb} {report.removed_blobs} blobs, {report.removed_temp_files} temp files and "
+                   f"{report.removed_snapshots} snapshots of removed versions ({human_size(report.freed_bytes)}); "
+                   f"kept {report.kept_recent_blobs} recent unreferenced blobs")
