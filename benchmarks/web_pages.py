@@ -94,6 +94,7 @@ def main() -> None:
         urls = {
             "home": "/",
             "home, page 5": "/?page=5",
+            "home, page 40 (the last)": "/?page=40",
             "home, text search": "/?q=adapter-42",
             "home, base+task+rank range": "/?base=org/base-1&task=task-11&min_rank=4&max_rank=16",
             "home, composed only": "/?source=composed",

@@ -277,18 +277,19 @@ class Registry:
     def search(self, *, base: str | None = None, task: str | Sequence[str] | None = None,
                rank: int | None = None, min_rank: int | None = None, max_rank: int | None = None,
                target: str | None = None, query: str | None = None, source: str | None = None,
-               all_versions: bool = False, limit: int | None = 100) -> list[AdapterVersion]:
+               all_versions: bool = False, limit: int | None = 100, offset: int = 0) -> list[AdapterVersion]:
         """Versions matching every given filter, newest first; by default only the newest
         matching version of each adapter. ``query``: each of its words begins a word of the
         name, task or description. Raises ``InvalidArgument`` for a limit under 1, or a rank or
         limit that is not a whole number the store can hold."""
-        for what, value in (("rank", rank), ("min_rank", min_rank), ("max_rank", max_rank), ("limit", limit)):
+        for what, value in (("rank", rank), ("min_rank", min_rank), ("max_rank", max_rank), ("limit", limit),
+                            ("offset", offset)):
             if value is not None:
                 check_whole_number(value, f"--{what.replace('_', '-')}")
         with self.db.reading() as session:
             return search_versions(session, base=base, task=task, rank=rank, min_rank=min_rank, max_rank=max_rank,
                                    target=target, query=query, source=source, all_versions=all_versions,
-                                   limit=limit)
+                                   limit=limit, offset=offset)
 
     def ls(self, namespace: str | None = None) -> list[AdapterVersion]:
         """The latest version of every adapter, by name."""

@@ -122,6 +122,8 @@ def _search_statement(dialect: str, given: frozenset, all_versions: bool, limite
     hits = hits.order_by(versions.c.id.desc())
     if limited:
         hits = hits.limit(bindparam("limit", type_=Integer))
+    if "offset" in given:
+        hits = hits.offset(bindparam("offset", type_=Integer))
     hits = hits.subquery("hit")
     # The details are gathered for the hits only, after the limit: an outer query over them.
     return (_with_details(select(*_RECORD_COLUMNS).select_from(hits).join(Version, Version.id == hits.c.id))
@@ -131,16 +133,21 @@ def _search_statement(dialect: str, given: frozenset, all_versions: bool, limite
 def search_versions(session: Session, *, base: str | None = None, task: str | Sequence[str] | None = None,
                     rank: int | None = None, min_rank: int | None = None, max_rank: int | None = None,
                     target: str | None = None, query: str | None = None, source: str | None = None,
-                    all_versions: bool = False, limit: int | None = 100) -> list[AdapterVersion]:
+                    all_versions: bool = False, limit: int | None = 100, offset: int = 0
+                    ) -> list[AdapterVersion]:
     """Versions matching every given filter, newest first; unless ``all_versions``, only the
-    newest matching version of each adapter. Raises ``InvalidArgument`` for a limit under 1."""
+    newest matching version of each adapter; ``offset`` hits skipped first (pages of results).
+    Raises ``InvalidArgument`` for a limit under 1 or a negative offset."""
     if limit is not None and limit < 1:
         raise InvalidArgument("--limit must be at least 1")
+    if offset < 0:
+        raise InvalidArgument("offset must be 0 or more")
     connection = session.connection()
     dialect = connection.dialect.name
     values = dict(base=base or None, tasks=[task] if isinstance(task, str) else (list(task) if task else None),
                   rank=rank, min_rank=min_rank, max_rank=max_rank, source=source or None,
-                  target=f"%,{escape_like(target)},%" if target else None, limit=limit)
+                  target=f"%,{escape_like(target)},%" if target else None, limit=limit,
+                  offset=offset or None)
     if query:
         values["text_query"] = _text_expression(dialect, query)
         if values["text_query"] is None:  # nothing but punctuation: no word to find

@@ -39,3 +39,21 @@ def test_facets_and_compositions_using(home, database_url, tmp_path):
         assert "acme/mix" in client.get("/", params={"q": "composed"}).text
         page = client.get("/adapters/acme/mix")
         assert page.status_code == 200 and page.text.count("<rect") == 2
+
+
+def test_search_pages_with_an_offset(home, database_url, tmp_path):
+    from loramgr.hub.errors import InvalidArgument
+
+    populate(home, tmp_path / "scratch", database_url)
+    registry = Registry(settings_for(home, database_url))
+    try:
+        everything = [v.ref for v in registry.search(limit=None)]
+        assert len(everything) == 5
+        pages = [[v.ref for v in registry.search(limit=2, offset=offset)] for offset in (0, 2, 4, 6)]
+        assert pages == [everything[0:2], everything[2:4], everything[4:], []]
+        assert [v.ref for v in registry.search(source="pushed", limit=1, offset=1)] == \
+            [v.ref for v in registry.search(source="pushed")][1:2]
+        with pytest.raises(InvalidArgument):
+            registry.search(offset=-1)
+    finally:
+        registry.close()

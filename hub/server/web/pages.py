@@ -16,7 +16,7 @@ from .render import CARD_SHOWN_BYTES, card_html, page
 from .session import reader, web_page
 
 PAGE_SIZE = 25
-MAX_PAGE = 400
+MAX_PAGE = 10_000
 VERSIONS_SHOWN = 100
 SOURCES = ("pushed", "composed", "imported")
 FILTERS = ("q", "base", "task", "min_rank", "max_rank", "source")
@@ -43,10 +43,8 @@ async def home(request: Request) -> Response:
         found = reg.search(base=params["base"] or None, task=params["task"] or None,
                            min_rank=query_int(request, "min_rank"), max_rank=query_int(request, "max_rank"),
                            query=params["q"] or None, source=params["source"] or None,
-                           limit=number * PAGE_SIZE + 1)
-        # Pages are cut from the top: the registry's search has no offset, and people read the
-        # first pages; a deep page costs one search of that many records.
-        return found[(number - 1) * PAGE_SIZE:], reg.facets()
+                           limit=PAGE_SIZE + 1, offset=(number - 1) * PAGE_SIZE)
+        return found, reg.facets()
 
     found, facets = await call(load)
     return page(request, "home.html", {
