@@ -214,7 +214,7 @@ def _records(connection: Connection, rows: Sequence) -> list[AdapterVersion]:
             namespace=namespace, name=name, number=number, base_model=base_model, task=task, rank=rank,
             alpha=alpha, target_modules=[t for t in targets.split(",") if t], task_type=task_type, dtype=dtype,
             param_count=param_count, byte_size=byte_size, digest=digest, source=source, description=description,
-            created_at=utc_iso(created_at), tags=sorted(tags.split(_ITEM)) if tags else [],
+            created_at=utc_iso(created_at), tags=_tags(tags),
             files=_files(files), lineage=lineage))
     return records
 
@@ -222,11 +222,15 @@ def _records(connection: Connection, rows: Sequence) -> list[AdapterVersion]:
 def _files(aggregated: str | None) -> list[VersionFileInfo]:
     if not aggregated:
         return []
-    files = []
-    for item in aggregated.split(_ITEM):
-        filename, digest, size = item.split(_FIELD)
-        files.append(VersionFileInfo(filename, digest, int(size)))
-    return sorted(files, key=lambda f: f.name)
+    # Sorted as split, by file name first (no key function: this runs for every hit).
+    return [VersionFileInfo(name, digest, int(size))
+            for name, digest, size in sorted(item.split(_FIELD) for item in aggregated.split(_ITEM))]
+
+
+def _tags(aggregated: str | None) -> list[str]:
+    tags = aggregated.split(_ITEM) if aggregated else []
+    tags.sort()
+    return tags
 
 
 def utc_iso(moment: datetime | None) -> str:
