@@ -28,11 +28,14 @@ def llama_lora(llama_dir, tmp_path_factory):
 
 @pytest.fixture
 def home(tmp_path, monkeypatch):
-    """A fresh, empty LORAMGR_HOME for one test."""
+    """A fresh, empty LORAMGR_HOME for one test, with every other ``LORAMGR_*`` setting cleared:
+    a developer's ``LORAMGR_STORE`` or ``LORAMGR_TOKEN`` never leaks in. The test harness's own
+    ``LORAMGR_TEST_*`` variables (the PostgreSQL server) stay."""
+    for variable in list(os.environ):
+        if variable.startswith("LORAMGR_") and not variable.startswith("LORAMGR_TEST_"):
+            monkeypatch.delenv(variable)
     path = tmp_path / "home"
     monkeypatch.setenv("LORAMGR_HOME", str(path))
-    monkeypatch.delenv("LORAMGR_DATABASE_URL", raising=False)
-    monkeypatch.delenv("LORAMGR_REMOTE", raising=False)
     return path
 
 

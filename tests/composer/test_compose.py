@@ -122,6 +122,5 @@ def test_cli_compose_max_rank_recompresses_to_fit(cli, registry, llama_dir, tmp_
     data = json.loads(result.stdout)
     config = json.loads((tmp_path / "small" / "adapter_config.json").read_text())
     assert data["rank"] == config["r"] == 8
-    if any(abs(w) > 0 for w in (m["weight"] for m in data["modules"])):
-        assert data["truncation_error"] is not None
+    assert data["truncation_error"] is not None  # 8 + 16 re-compressed to 8: always reported
     assert cli("check", tmp_path / "small", "--for", "vllm").exit_code == 0

@@ -1,0 +1,26 @@
+"""The ``home`` fixture isolates a test from the developer's own ``LORAMGR_*`` settings."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from loramgr.hub.settings import SETTINGS, Settings
+
+
+@pytest.fixture
+def developer_environment(monkeypatch):
+    """What a developer's shell may hold: every setting, plus one loramgr does not know yet."""
+    for _, variable, _ in SETTINGS:
+        monkeypatch.setenv(variable, "s3://someone-elses-bucket" if variable == "LORAMGR_STORE" else "leaked")
+    monkeypatch.setenv("LORAMGR_SOMETHING_NEW", "leaked")
+    monkeypatch.setenv("LORAMGR_TEST_KEPT", "harness")
+
+
+def test_home_clears_every_loramgr_setting(developer_environment, home):
+    left = {k: v for k, v in os.environ.items() if k.startswith("LORAMGR_")}
+    assert left == {"LORAMGR_HOME": str(home), "LORAMGR_TEST_KEPT": "harness"}
+    settings = Settings.load()
+    assert settings.home == home and settings.store == str(home / "blobs")
+    assert settings.remote is None and settings.token is None
