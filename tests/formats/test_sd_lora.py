@@ -223,12 +223,12 @@ def test_diffusers_module_names_must_be_plain(run, tmp_path):
                                                                "--base", SD15))
 
 
-def test_compose_refuses_a_stable_diffusion_lora_in_one_line(run, tmp_path):
+def test_compose_refuses_a_stable_diffusion_lora_in_one_line(run, tmp_path, llama_dir):
     run("push", kohya_file(tmp_path / "style.safetensors"), "--name", "art/k", "--task", "style", "--base", SDXL)
     examples = tmp_path / "few.jsonl"
     examples.write_text('{"input": "a", "output": "b"}\n')
     line = one_error_line(run("compose", "--adapters", "art/k", "--examples", examples, "--shots", 1,
-                              "--model", tmp_path / "none",
+                              "--model", llama_dir,
                               "--name", "art/composed"))
     assert "art/k@1: a Stable Diffusion LoRA (kohya format) cannot be composed" in line
     assert [v["ref"] for v in json.loads(run("ls", "--json").stdout)] == ["art/k@1"]
