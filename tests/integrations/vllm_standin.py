@@ -7,8 +7,9 @@ vLLM's interface as its sources define it (vllm/lora/resolver.py, vllm/lora/requ
   lora_name: str) -> Optional[LoRARequest]``;
 - ``LoRAResolverRegistry``: an instance of ``_LoRAResolverRegistry`` with
   ``register_resolver(name, resolver)``, ``get_supported_resolvers()``, ``get_resolver(name)``;
-- ``LoRARequest(lora_name, lora_int_id, lora_path="", ..., base_model_name=None)`` (a
-  ``msgspec.Struct`` in vLLM; a frozen-field-order dataclass here).
+- ``LoRARequest(lora_name, lora_int_id, lora_path="", base_model_name=None,
+  tensorizer_config_dict=None)``, refusing an id below 1 and an empty path (a ``msgspec.Struct``
+  in vLLM, compared by ``lora_name``; a dataclass here).
 
 ``install(monkeypatch)`` puts these under ``vllm.lora.request`` / ``vllm.lora.resolver`` in
 ``sys.modules`` for one test; when the real vLLM is importable, it is used instead.
@@ -27,12 +28,14 @@ class LoRARequest:
     lora_name: str
     lora_int_id: int
     lora_path: str = ""
-    long_lora_max_len: int | None = None
     base_model_name: str | None = None
+    tensorizer_config_dict: dict | None = None
 
-    def __post_init__(self):
-        if self.lora_int_id < 1:  # vLLM: "id must be > 0"
+    def __post_init__(self):  # vLLM's own checks
+        if self.lora_int_id < 1:
             raise ValueError(f"id must be > 0, got {self.lora_int_id}")
+        if not self.lora_path:
+            raise ValueError("lora_path cannot be empty")
 
 
 class LoRAResolver(ABC):
