@@ -26,6 +26,7 @@ from .push_preparation import (base_model_of, check_push_arguments, check_stored
 from .records import AdapterVersion, GcReport, Lineage, SourceWeight, VerifyReport, VersionFileInfo
 from .refs import LATEST, AdapterName, AdapterRef, check_part, check_new_tag
 from .bounds import check_grace_seconds, check_whole_number
+from .blob_pins import check_blobs_present, delete_unreferenced
 from .search import index_version_text, load_records, search_versions, utc_iso
 from .settings import Settings
 from .snapshots import SNAPSHOT_MARKER, materialise, remove_snapshot, snapshot_dir, snapshot_folders
@@ -72,8 +73,10 @@ class Registry:
             stored = {}
             for filename, file_path in sorted(sources.items()):
                 stored[filename] = self.blobs.put_file(file_path, progress=progress)
-        return self._commit(adapter_name, manifest, stored, base_model=base_model, task=task, tags=tags,
-                            description=description, source=source, lineage=lineage)
+            # ``restore``: a blob gc removed before the commit is stored again inside it.
+            return self._commit(adapter_name, manifest, stored, base_model=base_model, task=task, tags=tags,
+                                description=description, source=source, lineage=lineage,
+                                restore=lambda filename: self.blobs.put_file(sources[filename]))
 
     def push_stored(self, files: Mapping[str, str], *, name: str, task: str, base: str | None = None,
                     tags: Sequence[str] = (), description: str | None = None, source: str = "pushed",
@@ -106,15 +109,16 @@ class Registry:
 
     def _commit(self, adapter_name: AdapterName, manifest: Manifest, stored: dict[str, tuple[str, int]], *,
                 base_model: str, task: str, tags: list[str], description: str | None, source: str,
-                lineage: Lineage | None) -> AdapterVersion:
-        """Register stored blobs as the next version, in one transaction."""
+                lineage: Lineage | None, restore: Callable[[str], object] | None = None) -> AdapterVersion:
+        """Register stored blobs as the next version, in one transaction. ``restore(file name)``
+        stores a file's blob again if gc removed it meanwhile (``blob_pins``)."""
         digest = version_digest((n, d) for n, (d, _) in stored.items())
         record = dict(base_model=base_model, task=task, task_type=manifest.task_type, rank=manifest.rank,
                       alpha=float(manifest.alpha), target_modules="," + ",".join(manifest.target_modules) + ",",
                       dtype=manifest.dtype, param_count=manifest.param_count,
                       byte_size=sum(size for _, size in stored.values()), digest=digest, source=source,
                       description=description, manifest=json.dumps(manifest.to_dict(), sort_keys=True))
-        return self._write(lambda s: self._register(s, adapter_name, record, stored, tags, lineage))
+        return self._write(lambda s: self._register(s, adapter_name, record, stored, tags, lineage, restore))
 
     def _write(self, work: Callable[[Session], Version | AdapterVersion]) -> AdapterVersion:
         """Run ``work`` in one write transaction, retrying the races a concurrent pusher causes."""
@@ -135,7 +139,8 @@ class Registry:
         raise AssertionError("unreachable")
 
     def _register(self, session: Session, adapter_name: AdapterName, record: dict,
-                  stored: dict[str, tuple[str, int]], tags: list[str], lineage: Lineage | None) -> Version:
+                  stored: dict[str, tuple[str, int]], tags: list[str], lineage: Lineage | None,
+                  restore: Callable[[str], object] | None = None) -> Version:
         adapter = self._adapter(session, adapter_name, create=True)
         # An UPDATE takes the row lock (PostgreSQL) / is inside BEGIN IMMEDIATE (SQLite), so
         # concurrent pushers of one adapter get consecutive, distinct numbers.
@@ -146,6 +151,7 @@ class Registry:
         version.files = [VersionFile(filename=n, blob_digest=d, size=s) for n, (d, s) in sorted(stored.items())]
         session.add(version)
         session.flush()
+        check_blobs_present(session, self.blobs, stored, restore)  # gc may have removed one since it was stored
         index_version_text(session, version.id, adapter_name.namespace, adapter_name.name, record["task"],
                            record["description"])
         for tag in [LATEST, *tags]:
@@ -400,16 +406,21 @@ class Registry:
         # Snapshots first: a blob still linked from one would not free its bytes.
         removed_snapshots, freed = self._remove_dead_snapshots(grace_seconds, dry_run)
         removed = kept = 0
+        candidates = []
         for digest in list(self.blobs.digests()):
             if digest in referenced:
                 continue
-            if self.blobs.age_seconds(digest) < grace_seconds:
-                kept += 1
-                continue
-            freed += self.blobs.size(digest)
-            removed += 1
-            if not dry_run:
-                self.blobs.delete(digest)
+            try:
+                if self.blobs.age_seconds(digest) < grace_seconds:
+                    kept += 1
+                    continue
+                candidates.append((digest, self.blobs.size(digest)))
+            except FileNotFoundError:
+                continue  # another gc removed it meanwhile
+        # Deleted only after asking again under the blob lock: a push may have committed since.
+        deleted = candidates if dry_run else delete_unreferenced(self.db, self.blobs, candidates)
+        removed += len(deleted)
+        freed += sum(size for _, size in deleted)
         temps = self.blobs.dead_temp_files()
         for temp in temps:
             freed += self.blobs.temp_size(temp)
