@@ -30,14 +30,17 @@ CARD = b"# A LoRA adapter\n\nTrained for a task. | split | score |\n|---|---|\n|
 
 
 def populate(registry: Registry, count: int) -> None:
+    # Real blobs (tiny ones): the registry checks that a version's blobs are in the store.
     card_digest, card_size = registry.blobs.put_chunks(iter([CARD]))
+    weights_digest, weights_size = registry.blobs.put_chunks(iter([b"\0" * 4000]))
+    config_digest, config_size = registry.blobs.put_chunks(iter([b"{}" * 150]))
     template = dict(task_type="CAUSAL_LM", alpha=16.0, dtype="float32", param_count=1000, byte_size=4000,
                     digest="0" * 64, description="An adapter for the benchmark", manifest="{}")
     bases = [f"org/base-{i}" for i in range(5)]
     tasks = [f"task-{i}" for i in range(50)]
     ranks = [4, 8, 16, 32, 64]
-    stored = {"adapter_model.safetensors": ("1" * 64, 4000), "adapter_config.json": ("2" * 64, 300),
-              "README.md": (card_digest, card_size)}
+    stored = {"adapter_model.safetensors": (weights_digest, weights_size),
+              "adapter_config.json": (config_digest, config_size), "README.md": (card_digest, card_size)}
     history = [{"loss": 3.0 - i * 0.02, "task_loss": 2.9 - i * 0.02, "best": 3.0 - i * 0.02} for i in range(40)]
 
     def work(session):
