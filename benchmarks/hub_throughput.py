@@ -86,7 +86,9 @@ def search_benchmark(root: Path, count: int, repeats: int) -> None:
     bases = [f"org/base-{i}" for i in range(5)]
     tasks = [f"task-{i}" for i in range(50)]
     ranks = [4, 8, 16, 32, 64]
-    stored = {"adapter_model.safetensors": ("1" * 64, 4000), "adapter_config.json": ("2" * 64, 300)}
+    # Two small blobs really in the store: a commit checks that its blobs are there.
+    stored = {name: registry.blobs.put_chunks([content]) for name, content in
+              (("adapter_model.safetensors", b"w" * 4000), ("adapter_config.json", b"{}"))}
 
     def populate(session):
         # Metadata only, through the registry's own transaction code: 10,000 real pushes of

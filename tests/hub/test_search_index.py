@@ -20,14 +20,16 @@ from loramgr.hub.search import TEXT_INDEX, search_document, words
 
 TEMPLATE = dict(task_type="CAUSAL_LM", alpha=16.0, dtype="float32", param_count=10, byte_size=40, digest="0" * 64,
                 source="pushed", manifest="{}")
-STORED = {"adapter_model.safetensors": ("1" * 64, 40), "adapter_config.json": ("2" * 64, 3)}
 
 
 def register(registry: Registry, name: str, *, task="t", base="org/base", rank=8, targets=("q_proj",),
              description=None, tags=(), lineage=None, source="pushed"):
     record = dict(TEMPLATE, base_model=base, task=task, rank=rank, target_modules="," + ",".join(targets) + ",",
                   description=description, source=source)
-    return registry._write(lambda session: registry._register(session, AdapterName.parse(name), record, STORED,
+    # Two small blobs really in the store (a commit checks that its blobs are there).
+    stored = {name: registry.blobs.put_chunks([content]) for name, content in
+              (("adapter_model.safetensors", b"weights"), ("adapter_config.json", b"{}"))}
+    return registry._write(lambda session: registry._register(session, AdapterName.parse(name), record, stored,
                                                                list(tags), lineage))
 
 
@@ -152,5 +154,5 @@ def test_the_migration_fills_the_index_and_downgrades_cleanly(settings):
 def test_a_limit_under_one_is_refused(registry, limit):
     from loramgr.hub.errors import InvalidArgument
 
-    with pytest.raises(InvalidArgument, match="at least 1"):
+    with pytest.raises(InvalidArgument, match="--limit"):
         registry.search(limit=limit)
