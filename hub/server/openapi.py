@@ -62,7 +62,7 @@ def _paths() -> dict:
                            _param("min_rank", "query", _INT, "rank at least"),
                            _param("max_rank", "query", _INT, "rank at most"),
                            _param("target", "query", _STRING, "a target module name"),
-                           _param("query", "query", _STRING, "text in namespace, name, task, description"),
+                           _param("query", "query", _STRING, "words, each the start of a word in name, task, description"),
                            _param("source", "query", {"enum": ["pushed", "composed", "imported"]}, "how made"),
                            _param("all_versions", "query", {"type": "boolean"}, "not only each adapter's newest"),
                            _param("limit", "query", {"oneOf": [_INT, {"const": "none"}]}, "default 100")],

@@ -96,7 +96,8 @@ def pull(ctx, ref, output, force, as_json):
 @click.option("--min-rank", type=int, help="Rank at least this.")
 @click.option("--max-rank", type=int, help="Rank at most this.")
 @click.option("--target", help="Adapters that target this module name, e.g. q_proj.")
-@click.option("--query", "-q", help="Text searched in namespace, name, task and description.")
+@click.option("--query", "-q", help="Words searched in namespace, name, task and description: each must begin "
+              "a word there (`senti` finds sentiment).")
 @click.option("--source", type=click.Choice(["pushed", "composed", "imported"]), help="How versions were made.")
 @click.option("--all-versions", is_flag=True, help="Every matching version, not only each adapter's newest.")
 @click.option("--limit", type=int, default=100, show_default=True)
