@@ -37,6 +37,7 @@ from .records import AdapterVersion, Lineage, SourceWeight, VersionFileInfo
 # The full-text index table (an FTS5 virtual table on SQLite, a plain table on PostgreSQL).
 TEXT_INDEX = "version_search"
 MAX_QUERY_WORDS = 16
+MAX_WORD_CHARS = 200
 # Longer descriptions are indexed by their beginning (a tsvector is limited to 1 MB).
 MAX_DOCUMENT_CHARS = 100_000
 # Ids per IN (...) list when loading records: far under every driver's parameter limit.
@@ -49,8 +50,9 @@ versions = Version.__table__
 
 
 def words(text_: str) -> list[str]:
-    """The words of ``text_`` as the index sees them: lowercased runs of letters and digits."""
-    return _WORD.findall(text_.lower())
+    """The words of ``text_`` as the index sees them: lowercased runs of letters and digits, cut
+    at ``MAX_WORD_CHARS`` (PostgreSQL leaves out words over 2047 bytes; SQLite would keep them)."""
+    return [word[:MAX_WORD_CHARS] for word in _WORD.findall(text_.lower())]
 
 
 def search_document(namespace: str, name: str, task: str, description: str | None) -> str:

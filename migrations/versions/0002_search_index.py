@@ -28,7 +28,7 @@ _WORD = re.compile(r"[^\W_]+")
 
 def _document(namespace, name, task, description):
     text = " ".join((namespace, name, task, description or "")).lower()
-    return " ".join(_WORD.findall(text))[:100_000]
+    return " ".join(word[:200] for word in _WORD.findall(text))[:100_000]
 
 
 _SQLITE = [

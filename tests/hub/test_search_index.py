@@ -156,3 +156,11 @@ def test_a_limit_under_one_is_refused(registry, limit):
 
     with pytest.raises(InvalidArgument, match="--limit"):
         registry.search(limit=limit)
+
+
+@pytest.mark.parametrize("query", ["x" * 3000, "²³ ١٢ ⅷ", "a\x00b", "ǅ ß ﬁ", "e\u0301t\u00e9", "-- ; drop table versions"])
+def test_odd_text_queries_answer_without_error(registry, query):
+    register(registry, "acme/a", description="x" * 3000 + " ² ١٢ ﬁ été")
+    assert isinstance(registry.search(query=query), list)
+    if query.startswith("x"):  # a word past the length cut: found alike on both databases
+        assert refs(registry, query=query) == ["acme/a@1"]
