@@ -39,8 +39,8 @@ def home(tmp_path, monkeypatch):
     return path
 
 
-# The throw-away PostgreSQL server (started by .ci/run, or here when `initdb` exists).
-pytest_plugins = ["tests.postgres"]
+# The throw-away PostgreSQL server (started by .ci/run, or here when `initdb` exists) and the S3 emulator.
+pytest_plugins = ["tests.postgres", "tests.s3"]
 
 
 @pytest.fixture(scope="session")

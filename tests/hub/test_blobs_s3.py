@@ -1,87 +1,37 @@
-"""The S3 blob store (loramgr.hub.blobs_s3), alone and under the registry.
-
-There is no real S3 or MinIO here: these tests run against moto's S3 emulator (``moto_server``,
-from the ``dev`` extra) started as a subprocess on 127.0.0.1 on a free port, and talk to it
-over HTTP with boto3 exactly as they would to an S3-compatible server. The registry part runs
-the behaviour the local store passes: push -> pull byte-identical, dedupe, verify, gc.
+"""The S3 blob store (loramgr.hub.blobs_s3) on moto's S3 emulator (tests/s3.py): the store
+alone, its leftovers under the registry's gc, and the CLI configured for it by the environment.
+The registry's behaviour on S3 (push -> pull byte-identical, dedupe, verify, gc) runs in
+test_registry.py, parametrized over the local and the S3 store.
 """
 
-import filecmp
 import hashlib
+import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import textwrap
-import time
-import urllib.request
-import uuid
 
 import pytest
 from click.testing import CliRunner
 
 pytest.importorskip("boto3")
-pytest.importorskip("moto.server", reason="moto[server] (the dev extra) runs the S3 emulator")
 
 from loramgr.cli import main  # noqa: E402
 from loramgr.hub.blobs_s3 import S3BlobStore, S3Leftover  # noqa: E402
 from loramgr.hub.errors import IntegrityError, InvalidArgument, RemoteError  # noqa: E402
-from loramgr.hub.registry import Registry, open_blob_store  # noqa: E402
-from loramgr.hub.settings import Settings  # noqa: E402
+from loramgr.hub.registry import open_blob_store  # noqa: E402
 
 MiB = 1024 * 1024
 PART = 5 * MiB  # the smallest part S3 (and moto) accept, so multipart paths run on small data
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@pytest.fixture(scope="module")
-def s3_endpoint():
-    """A moto S3 emulator on 127.0.0.1, polled until it answers, stopped after the module."""
-    port = _free_port()
-    server = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            urllib.request.urlopen(url, timeout=1).close()
-            break
-        except OSError:
-            if server.poll() is not None or time.monotonic() > deadline:
-                server.kill()
-                pytest.fail("moto_server did not start")
-            time.sleep(0.1)
-    yield url
-    server.terminate()
-    server.wait(timeout=10)
+S3_ONLY = pytest.mark.parametrize("blob_store", ["s3"], indirect=True)
 
 
 @pytest.fixture
-def aws_env(s3_endpoint, monkeypatch):
-    """Dummy credentials and the emulator's endpoint, and nothing from the real environment."""
-    for variable in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3"):
-        monkeypatch.delenv(variable, raising=False)
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
-    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
-    monkeypatch.setenv("LORAMGR_S3_ENDPOINT_URL", s3_endpoint)
-    return s3_endpoint
-
-
-@pytest.fixture
-def location(aws_env, monkeypatch):
-    """A fresh bucket per test; the store lives under a prefix in it."""
-    bucket = f"loramgr-{uuid.uuid4().hex[:12]}"
-    S3BlobStore(bucket, endpoint_url=aws_env).client.create_bucket(Bucket=bucket)
-    location = f"s3://{bucket}/team/blobs"
-    monkeypatch.setenv("LORAMGR_STORE", location)
-    return location
+def location(s3_location, monkeypatch):
+    """A fresh bucket per test, also named by ``LORAMGR_STORE`` (for the CLI)."""
+    monkeypatch.setenv("LORAMGR_STORE", s3_location)
+    return s3_location
 
 
 @pytest.fixture
@@ -222,80 +172,27 @@ def test_locations(aws_env):
             open_blob_store(bad)
 
 
-# ---------------------------------------------------------------- under the registry
+# ---------------------------------------------------------------- under the registry and the CLI
 
 
-@pytest.fixture
-def registry(home, location):
-    registry = Registry(Settings.load(home=str(home), database_url=f"sqlite:///{home / 'registry.db'}",
-                                      store=location))
-    assert isinstance(registry.blobs, S3BlobStore)
-    yield registry
-    registry.close()
-
-
-def test_push_pull_is_byte_identical(registry, llama_lora, tmp_path):
-    from .. import factories
-
-    examples = factories.write_examples(tmp_path / "examples.jsonl", [("a", "b"), ("c", "d")])
-    version = registry.push(llama_lora, name="acme/a", task="t", examples=examples)
-    out = registry.pull("acme/a", output=tmp_path / "pulled")
-    for name in ("adapter_config.json", "adapter_model.safetensors", "README.md"):
-        assert filecmp.cmp(llama_lora / name, out / name, shallow=False)
-    assert filecmp.cmp(examples, out / "examples.jsonl", shallow=False)
-    assert registry.read_file("acme/a", "examples.jsonl") == examples.read_bytes()
-    assert registry.pull("acme/a") == registry.snapshot_dir(version)  # the snapshot cache works too
-
-
-def test_identical_content_is_stored_once_across_versions(registry, llama_lora):
-    first = registry.push(llama_lora, name="acme/a", task="t")
-    second = registry.push(llama_lora, name="acme/b", task="t")
-    assert first.digest == second.digest
-    assert sorted(registry.blobs.digests()) == sorted(f.digest for f in first.files)
-
-
-def test_verify_gc_and_a_blob_deleted_from_the_bucket(registry, llama_lora, llama_dir, tmp_path):
-    from .. import factories
-
-    other = factories.make_lora(llama_dir, tmp_path / "other", r=8)
-    kept = registry.push(llama_lora, name="acme/a", task="t")
-    gone = registry.push(other, name="acme/b", task="t")
-    assert registry.verify().ok
-    registry.rm(gone.ref)
-    assert registry.gc().removed_blobs == 0  # too recent: a push could be committing them
-    only_gone = {f.digest for f in gone.files} - {f.digest for f in kept.files}
-    assert registry.gc(grace_seconds=0).removed_blobs == len(only_gone)
-    assert set(registry.blobs.digests()) == {f.digest for f in kept.files}
-    assert registry.verify().ok
-
-    weights = next(f for f in kept.files if f.name == "adapter_model.safetensors")
-    registry.blobs.client.delete_object(Bucket=registry.blobs.bucket, Key=registry.blobs.key(weights.digest))
-    report = registry.verify()
-    assert not report.ok
-    assert report.problems == [{"ref": "acme/a@1", "file": "adapter_model.safetensors",
-                                "digest": weights.digest, "problem": "missing"}]
-    with pytest.raises(IntegrityError, match="missing"):
-        registry.pull("acme/a", output=tmp_path / "pulled")
-
-    result = CliRunner().invoke(main, ["verify"])
-    assert result.exit_code == 1
-    assert f"missing: acme/a@1 adapter_model.safetensors (sha256:{weights.digest[:16]})" in result.stderr
-
-
-def test_gc_removes_dead_temp_files(registry, location):
+@S3_ONLY
+def test_gc_removes_dead_temp_files(registry, settings):
     registry.blobs.client.put_object(Bucket=registry.blobs.bucket, Key="team/blobs/tmp/1-2-dead", Body=b"x" * 5)
-    registry.blobs = S3BlobStore.from_location(location, temp_grace_seconds=0)
+    registry.blobs = S3BlobStore.from_location(settings.store, temp_grace_seconds=0)
     assert registry.verify().dead_temp_files == 1
     report = registry.gc(grace_seconds=0)
     assert (report.removed_temp_files, report.freed_bytes) == (1, 5)
     assert registry.blobs.dead_temp_files() == []
 
 
-def test_register_uploaded_blobs(registry, llama_lora):
-    # What the server does: blobs arrive with their digests first, then the version is registered.
-    files = {}
-    for name in ("adapter_config.json", "adapter_model.safetensors"):
-        data = (llama_lora / name).read_bytes()
-        files[name], _ = registry.blobs.put_chunks(pieces(data), expected_digest=hashlib.sha256(data).hexdigest())
-    version = registry.push_stored(files, name="acme/up", task="t")
-    assert {f.name: f.digest for f in version.files} == files and registry.verify(version.ref).ok
+def test_the_cli_reads_an_s3_store_from_the_environment(home, location, llama_lora):
+    run = CliRunner().invoke
+    pushed = run(main, ["push", str(llama_lora), "--name", "acme/a", "--task", "t", "--json"])
+    assert pushed.exit_code == 0, pushed.output
+    weights = next(f["digest"] for f in json.loads(pushed.stdout)["files"] if f["name"] == "adapter_model.safetensors")
+    store = S3BlobStore.from_location(location)
+    assert store.has(weights) and not (home / "blobs").exists()  # in the bucket, not in the home
+    store.delete(weights)
+    result = run(main, ["verify"])
+    assert result.exit_code == 1
+    assert f"missing: acme/a@1 adapter_model.safetensors (sha256:{weights[:16]})" in result.stderr

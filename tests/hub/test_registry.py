@@ -1,17 +1,32 @@
-"""The registry service against a real SQLite file and a real PostgreSQL server."""
+"""The registry service against a real SQLite file and a real PostgreSQL server, with its blobs
+in a local folder and in S3 (moto's emulator; with SQLite only, see conftest.py)."""
 
 import filecmp
+import hashlib
 import json
 import shutil
 
 import pytest
 import torch
 
-from loramgr.hub.errors import (AdapterNotFound, DestinationNotEmpty, InvalidAdapter, InvalidArgument,
-                                InvalidName, PickleRefused)
+from loramgr.hub.errors import (AdapterNotFound, DestinationNotEmpty, IntegrityError, InvalidAdapter,
+                                InvalidArgument, InvalidName, PickleRefused)
 from loramgr.hub.records import Lineage, SourceWeight
 
 from .. import factories
+from .conftest import BLOB_STORES
+
+pytestmark = pytest.mark.parametrize("blob_store", BLOB_STORES, indirect=True)
+
+
+def rot(registry, digest: str) -> None:
+    """Change a stored blob's bytes behind the registry's back, in whichever store it is."""
+    path = registry.blobs.path(digest)
+    if path is None:  # S3: overwrite the object
+        registry.blobs.client.put_object(Bucket=registry.blobs.bucket, Key=registry.blobs.key(digest), Body=b"rot")
+        return
+    path.chmod(0o644)  # a pulled snapshot may have made it read-only
+    path.write_bytes(b"rot" + path.read_bytes())
 
 
 def logits(model, ids):
@@ -110,6 +125,8 @@ def test_examples_are_registered_with_the_version(registry, llama_lora, tmp_path
     version = registry.push(llama_lora, name="acme/rev", task="reverse", examples=examples)
     assert "examples.jsonl" in [f.name for f in version.files]
     assert registry.read_file("acme/rev", "examples.jsonl") == examples.read_bytes()
+    assert filecmp.cmp(examples, registry.pull("acme/rev", output=tmp_path / "out") / "examples.jsonl",
+                       shallow=False)
 
 
 def test_lineage_is_stored(registry, llama_lora):
@@ -158,12 +175,25 @@ def test_verify_and_gc(registry, llama_lora, llama_dir, tmp_path):
     assert report.removed_blobs == len(only_gone)
     assert set(registry.blobs.digests()) == {f.digest for f in kept.files}
 
-    blob = registry.blobs.path(kept.files[0].digest)
-    blob.write_bytes(b"rot" + blob.read_bytes())
+    weights = next(f for f in kept.files if f.name == "adapter_model.safetensors")
+    rot(registry, weights.digest)
     report = registry.verify()
     assert not report.ok and report.problems[0]["problem"] == "corrupt"
-    blob.unlink()
-    assert registry.verify("acme/a").problems[0]["problem"] == "missing"
+    registry.blobs.delete(weights.digest)
+    assert registry.verify().problems == [{"ref": "acme/a@1", "file": "adapter_model.safetensors",
+                                          "digest": weights.digest, "problem": "missing"}]
+    with pytest.raises(IntegrityError, match="missing"):
+        registry.pull("acme/a", output=tmp_path / "pulled")
+
+
+def test_register_uploaded_blobs(registry, llama_lora):
+    # What the server does: blobs arrive with their digests first, then the version is registered.
+    files = {}
+    for name in ("adapter_config.json", "adapter_model.safetensors"):
+        data = (llama_lora / name).read_bytes()
+        files[name], _ = registry.blobs.put_chunks([data], expected_digest=hashlib.sha256(data).hexdigest())
+    version = registry.push_stored(files, name="acme/up", task="t")
+    assert {f.name: f.digest for f in version.files} == files and registry.verify(version.ref).ok
 
 
 BAD_NAMES = ["acme", "acme/../x", "../acme/x", "acme/x/y", "acme/x\x00", "acme/x\n", "acme/ x", "acme/", "/x", "a" * 65 + "/x"]
@@ -216,3 +246,7 @@ def test_pickled_adapters_need_convert_pickle(registry, llama_lora, tmp_path):
     assert "adapter_model.bin" not in [f.name for f in version.files]
     pulled = load_file(registry.pull("acme/a") / "adapter_model.safetensors")
     assert pulled.keys() == tensors.keys() and all(torch.equal(pulled[k], tensors[k]) for k in tensors)
+
+
+def test_the_store_is_the_one_asked_for(registry, blob_store):
+    assert type(registry.blobs).__name__ == {"local": "LocalBlobStore", "s3": "S3BlobStore"}[blob_store]

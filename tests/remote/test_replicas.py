@@ -1,6 +1,6 @@
 """Scale-out: three real ``loramgr serve`` replicas (uvicorn subprocesses, each with its own
 home) over one PostgreSQL database and one S3-compatible store (moto's S3 emulator on loopback,
-as tests/hub/test_blobs_s3.py runs it). No replica keeps state of its own on the request path, so
+``s3_endpoint`` from tests/s3.py). No replica keeps state of its own on the request path, so
 a client may send each request to any replica: what one replica wrote, the others serve.
 
 The schema is migrated once, with ``loramgr db upgrade``, before any replica starts (as the
@@ -11,10 +11,6 @@ from __future__ import annotations
 
 import filecmp
 import hashlib
-import subprocess
-import sys
-import time
-import urllib.request
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 
@@ -32,33 +28,11 @@ from loramgr.hub.settings import Settings  # noqa: E402
 from tests.postgres import admin_execute, with_database  # noqa: E402
 
 from .conftest import Tokens, remote  # noqa: E402
-from .helpers import LiveServer, free_port, write_synthetic_adapter  # noqa: E402
+from .helpers import LiveServer, write_synthetic_adapter  # noqa: E402
 
 pytestmark = pytest.mark.postgres
 REPLICAS = 3
 AWS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}
-
-
-@pytest.fixture(scope="module")
-def s3_endpoint():
-    """moto's S3 emulator on 127.0.0.1, stopped after the module."""
-    port = free_port()
-    server = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            urllib.request.urlopen(url, timeout=1).close()
-            break
-        except OSError:
-            if server.poll() is not None or time.monotonic() > deadline:
-                server.kill()
-                pytest.fail("moto_server did not start")
-            time.sleep(0.1)
-    yield url
-    server.terminate()
-    server.wait(timeout=10)
 
 
 class Deployment:
