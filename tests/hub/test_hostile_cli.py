@@ -100,3 +100,21 @@ def test_pull_into_impossible_places(run, pushed, tmp_path, make):
         target = tmp_path / "file" / "out"
     line = one_error_line(run("pull", pushed, "-o", target))
     assert str(target) in line
+
+
+@pytest.mark.parametrize("fields", [{"target_modules": 12345}, {"target_modules": {"q_proj": 1}}])
+def test_check_for_peft_refuses_configs_peft_cannot_load(run, tmp_path, fields):
+    folder = write_adapter(tmp_path / "a", config_fields=fields)
+    assert "target_modules" in one_error_line(run("check", folder, "--for", "peft"))
+
+
+def test_check_for_peft_refuses_zero_size_tensors(run, tmp_path):
+    import numpy as np
+
+    from ..hostile import lora_tensors
+
+    tensors = lora_tensors()
+    tensors["base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight"] = np.zeros((2, 0), np.float32)
+    tensors["base_model.model.model.layers.0.self_attn.q_proj.lora_B.weight"] = np.zeros((0, 2), np.float32)
+    folder = write_adapter(tmp_path / "a", tensors=tensors)
+    assert "zero-size" in one_error_line(run("check", folder, "--for", "peft"))
