@@ -74,8 +74,10 @@ CONFIGS = [
     Config("TwoPointsDE w8 screened patience 16", options=dict(optimizer="TwoPointsDE", num_workers=8,
                                                                 screen=True, patience=16, tol=1e-3)),
     Config("gradient module", "gradient", dict(granularity="module")),
-    Config("gradient module patience 5", "gradient", dict(granularity="module", patience=5, tol=1e-3)),
+    Config("gradient module lr 0.1", "gradient", dict(granularity="module", learning_rate=0.1)),
     Config("gradient block", "gradient", dict(granularity="block")),
+    Config("gradient block lr 0.1", "gradient", dict(granularity="block", learning_rate=0.1)),
+    Config("gradient block patience 8", "gradient", dict(granularity="block", patience=8, tol=1e-3)),
 ]
 
 
@@ -201,6 +203,8 @@ def bench_target(lab, family: str, target, args, model, tokenizer, summary) -> l
         ref_run.accuracy = held_out_accuracy(model, tokenizer, adapters, "lorahub", ref_weights, None, test)
         references.append(ref_run)
         for config in CONFIGS:
+            if args.only and not any(word in config.name for word in args.only):
+                continue
             for mode in args.modes:
                 if config.name.endswith("(faithful)") and mode != "lorahub":
                     continue  # the faithful reproduction is LoraHub's own mode
@@ -265,7 +269,9 @@ def main() -> None:
     parser.add_argument("--modes", default="delta,lorahub")
     parser.add_argument("--test-rows", type=int, default=100)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--only", default="", help="comma-separated words: run the configurations named with one")
     args = parser.parse_args()
+    args.only = [w.strip() for w in args.only.split(",") if w.strip()]
     args.seeds = list(range(args.seeds))
     args.modes = [m.strip() for m in args.modes.split(",") if m.strip()]
     torch.set_num_threads(args.threads)

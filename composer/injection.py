@@ -36,6 +36,12 @@ MODES = ("lorahub", "delta")
 _INJECTED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
+def _assigned(t: torch.Tensor) -> bool:
+    """A tensor from ``set_weight_tensors`` that in-place updates must not write into: part of an
+    autograd graph, or made under ``torch.inference_mode``."""
+    return t.requires_grad or t.is_inference()
+
+
 class _DeltaTerm:
     """``delta`` mode for one module: rank rows of every adapter, each weighted by its ``w_i``."""
 
@@ -49,7 +55,7 @@ class _DeltaTerm:
     def update(self, W: torch.Tensor) -> None:
         K = W.shape[0]
         # Allocate only when the candidate count changes, or after a differentiable assign.
-        if self.B_weighted.shape[:1] != (K,) or self.B_weighted.requires_grad:
+        if self.B_weighted.shape[:1] != (K,) or _assigned(self.B_weighted):
             self.row_weights = W.new_empty(K, self.owner.numel())
             self.B_weighted = W.new_empty(K, *self.B_t.shape)
         torch.index_select(W, 1, self.owner, out=self.row_weights)
@@ -84,7 +90,7 @@ class _LorahubTerm:
     def update(self, W: torch.Tensor) -> None:
         K = W.shape[0]
         # Allocate only when the candidate count changes, or after a differentiable assign.
-        if self.A_mix.shape[:1] != (K,) or self.A_mix.requires_grad:
+        if self.A_mix.shape[:1] != (K,) or _assigned(self.A_mix):
             self.present_weights = W.new_empty(K, self.owner.numel())
             self.A_mix = W.new_empty(K, self.r * self.d_in)
             self.B_mix = W.new_empty(K, self.d_out * self.r)
@@ -158,7 +164,7 @@ class InjectedLora:
             raise CompositionError(f"weights must be finite numbers, got {W.tolist()}")
         # Buffers made inside inference mode could not be updated outside it later.
         with torch.inference_mode(False), torch.no_grad():
-            if W.shape != self._weights.shape:
+            if W.shape != self._weights.shape or _assigned(self._weights):
                 self._weights = W.to(self._weights.device)
             else:
                 self._weights.copy_(W)

@@ -88,7 +88,8 @@ def test_loss_includes_the_l1_term_and_a_strong_l1_shrinks_the_weights(family, g
 def test_exported_adapter_gives_the_reported_loss(family, mode, granularity, tmp_path):
     kind, base, _, _ = family
     model, batch, adapters = setup(family)
-    found = search_weights_gradient(model, adapters, batch, mode=mode, budget=10, granularity=granularity)
+    found = search_weights_gradient(model, adapters, batch, mode=mode, budget=10, granularity=granularity,
+                                    learning_rate=0.1)
     assert found.loss < found.initial_loss
     if granularity == "block":
         assert len(found.block_weights) == 2 * (1 if kind == "llama" else 2)  # 2 layers (per stack)
@@ -153,3 +154,19 @@ def test_bad_arguments_are_composition_errors(family):
         search_weights_gradient(model, adapters, batch, budget=0)
     with inject_composite(model, adapters) as composite, pytest.raises(CompositionError, match="shape"):
         composite.set_weight_tensors(torch.zeros(1, 2))
+
+
+@pytest.mark.parametrize("family", ["llama"], indirect=True)
+@pytest.mark.parametrize("mode", ["lorahub", "delta"])
+def test_in_place_weights_work_again_after_tensor_weights(family, mode):
+    model, batch, adapters = setup(family)
+    with inject_composite(model, adapters, mode=mode) as composite:
+        composite.set_weights([0.5, -0.2, 0.1])
+        expected = few_shot_loss(model, batch)
+        for context in (torch.enable_grad, torch.inference_mode):
+            with context():
+                composite.set_weight_tensors(torch.tensor([[1.0, 1.0, 1.0]], requires_grad=True))
+                moved = float(few_shot_losses_with_grad(model, batch)[0])
+            assert moved != pytest.approx(expected, abs=1e-3)
+            composite.set_weights([0.5, -0.2, 0.1])
+            assert few_shot_loss(model, batch) == pytest.approx(expected, abs=1e-6)
