@@ -75,7 +75,7 @@ def deployment(postgres_url, s3_endpoint, tmp_path_factory, monkeypatch_module):
     replicas = [LiveServer(root / f"replica-{index}", database_url=database_url, env=env) for index in range(REPLICAS)]
     try:
         with ThreadPoolExecutor(REPLICAS) as pool:  # started side by side: each waits on its imports
-            list(pool.map(LiveServer.start, replicas))
+            list(pool.map(lambda replica: replica.start(timeout=120), replicas))  # patient on a busy machine
         yield Deployment(database_url, store, env, replicas, Tokens(database_url).create("acme"))
     finally:
         with ThreadPoolExecutor(REPLICAS) as pool:
@@ -134,6 +134,22 @@ def test_blobs_uploaded_through_one_replica_commit_through_another(deployment, t
     assert committed.json()["ref"] == "acme/split@1"
     shown = httpx.get(f"{deployment.urls[2]}/api/versions/acme/split@1").json()
     assert {f["name"]: f["digest"] for f in shown["files"]} == files
+
+
+def test_huggingface_hub_uploads_through_one_replica_and_downloads_through_another(deployment, tiny_adapter,
+                                                                                    tmp_path, monkeypatch):
+    from huggingface_hub import HfApi, constants, snapshot_download
+
+    # huggingface_hub online for this test only (tests/conftest.py sets HF_HUB_OFFLINE=1).
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(constants, "HF_HUB_DISABLE_TELEMETRY", True)
+    monkeypatch.setattr(constants, "HF_TOKEN_PATH", str(tmp_path / "no-hf-token"))
+    monkeypatch.delenv("HF_TOKEN", raising=False)
+    HfApi(endpoint=deployment.urls[0], token=deployment.token).upload_folder(
+        repo_id="acme/from-hf", folder_path=tiny_adapter, commit_message="task: t")
+    path = snapshot_download("acme/from-hf", endpoint=deployment.urls[2], cache_dir=tmp_path / "cache")
+    for name in ("adapter_config.json", "adapter_model.safetensors"):
+        assert filecmp.cmp(tiny_adapter / name, f"{path}/{name}", shallow=False)
 
 
 def test_a_revoked_token_is_refused_by_every_replica_at_once(deployment, tiny_adapter, tmp_path):
