@@ -179,12 +179,14 @@ def test_configs_validate_or_refuse(tmp_path, config_text):
 # -- PEFT's pattern semantics, linear ---------------------------------------------------------
 
 def peft_reference(keys: list[str], module: str) -> str | None:
-    """peft.utils.other.get_pattern_key, with plain keys' dots read literally (as documented)."""
-    from peft.utils.other import get_pattern_key
-
-    escaped = {(re.escape(k) if is_plain_key(k) else k): k for k in keys}
-    found = get_pattern_key(list(escaped), module)
-    return escaped.get(found) if found in escaped else None
+    """PEFT's rule (peft.utils.other.get_pattern_key: the first key for which
+    ``re.match(rf"(.*\.)?({key})$", module)`` matches), with plain keys' dots read literally,
+    as documented. Not imported from PEFT: that import alone takes seconds
+    (tests/hub/test_hostile_adapter.py checks against PEFT itself)."""
+    for key in keys:
+        if re.match(rf"(.*\.)?({re.escape(key) if is_plain_key(key) else key})$", module):
+            return key
+    return None
 
 
 @budget(300)
@@ -285,7 +287,7 @@ BODIES = st.one_of(JSON_VALUES.map(json.dumps), RAW_TEXT,
                    st.integers(1, 3000).map(lambda depth: "[" * depth + "]" * depth))
 
 
-@budget(120)
+@budget(80)
 @given(path=st.sampled_from(ENDPOINTS), body=BODIES)
 def test_json_bodies_are_answered_below_500_with_an_error_shape(fuzz_hub, path, body):
     client, auth = fuzz_hub
@@ -299,7 +301,7 @@ def test_json_bodies_are_answered_below_500_with_an_error_shape(fuzz_hub, path, 
     assert client.get("/api/adapters").status_code == 200
 
 
-@budget(120)
+@budget(80)
 @given(ref=REF_TEXT, query=st.dictionaries(st.sampled_from(["rank", "min_rank", "max_rank", "limit", "task",
                                                              "all_versions"]), st.text(max_size=30), max_size=3))
 def test_reads_with_odd_refs_and_queries_are_below_500(fuzz_hub, ref, query):
