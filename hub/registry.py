@@ -39,6 +39,11 @@ GC_GRACE_SECONDS = 3600
 _WRITE_RETRIES = 8
 
 
+def _unique_violation(error: SQLIntegrityError) -> bool:
+    """A UNIQUE constraint (SQLite's message, PostgreSQL's SQLSTATE 23505)."""
+    return getattr(error.orig, "sqlstate", None) == "23505" or "UNIQUE" in str(error.orig)
+
+
 class Registry:
     """The local registry: one metadata store and one blob store, per ``Settings``."""
 
@@ -128,8 +133,12 @@ class Registry:
                     result = work(session)
                     session.flush()
                     return result if isinstance(result, AdapterVersion) else self._record(result)
-            except SQLIntegrityError:
-                # Two first pushes of one adapter raced to create its row: the loser retries.
+            except SQLIntegrityError as exc:
+                # Two first pushes of one adapter raced to create its row: the loser retries. Any
+                # other constraint (a NOT NULL, say) is no race: retrying would only repeat it.
+                if not _unique_violation(exc):
+                    line = (str(exc.orig).strip().splitlines() or [type(exc.orig).__name__])[0]
+                    raise DatabaseError(f"the metadata store refused the version: {line}") from None
                 if attempt == _WRITE_RETRIES - 1:
                     raise DatabaseError("could not register the version: too much contention, try again")
             except OperationalError as exc:

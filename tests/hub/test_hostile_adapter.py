@@ -233,3 +233,24 @@ def test_zero_size_tensors_are_refused(tmp_path):
 def test_module_paths_with_commas_or_spaces_are_refused(tmp_path, module, word):
     # The store keeps target modules as ",q_proj,v_proj,": a comma would split one in two.
     refused(write_adapter(tmp_path / "a", tensors=lora_tensors([module])), word)
+
+
+def test_a_value_the_store_refuses_is_not_called_contention(tmp_path, local_registry, monkeypatch):
+    # NaN alpha used to reach the store (SQLite keeps NaN as NULL: NOT NULL failed), and came back
+    # after 8 retries as "too much contention, try again", its blobs orphaned.
+    import dataclasses
+
+    from loramgr.hub.adapter import read_adapter as read
+    from loramgr.hub.errors import DatabaseError
+    import loramgr.hub.push_preparation as preparation
+
+    real = preparation.read_adapter
+
+    def with_nan_alpha(*args, **kwargs):
+        return dataclasses.replace(real(*args, **kwargs), alpha=math.nan)
+
+    monkeypatch.setattr(preparation, "read_adapter", with_nan_alpha)
+    with pytest.raises(DatabaseError) as info:
+        local_registry.push(write_adapter(tmp_path / "a"), name="acme/nan", task="t")
+    assert "contention" not in str(info.value) and "refused" in str(info.value)
+    assert read(tmp_path / "a", digests=False).alpha == 4
