@@ -11,7 +11,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
-from loramgr.hub.examples_file import EXAMPLES_FILE
+from loramgr.hub.adapter import read_adapter
+from loramgr.hub.errors import InvalidArgument
+from loramgr.hub.examples_file import EXAMPLES_FILE, parse_examples
 
 from .errors import CompositionError, ExamplesError, IncompatibleAdapters
 from .examples import Example, sample_examples
@@ -56,32 +58,47 @@ def candidates_for_tasks(registry, tasks: Sequence[str], *, base: str | None = N
 
 
 def candidates_from_refs(registry, refs: Sequence[str]) -> list[Candidate]:
-    """Candidates named one by one: local adapter folders, or hub references."""
+    """Candidates named one by one: local adapter folders (validated with the hub's reader), or
+    hub references.
+
+    Raises the hub's ``InvalidAdapter`` for a folder that is not a valid LoRA adapter and
+    ``AdapterNotFound`` for an unknown ref.
+    """
     chosen = []
     for ref in refs:
         if Path(ref).is_dir():
-            config = json.loads((Path(ref) / "adapter_config.json").read_text()) \
-                if (Path(ref) / "adapter_config.json").is_file() else {}
-            chosen.append(Candidate(label=str(ref), path=Path(ref), base_model=config.get("base_model_name_or_path")))
+            manifest = read_adapter(ref, digests=False, label=str(ref))
+            chosen.append(Candidate(label=str(ref), path=Path(ref), base_model=manifest.base_model))
             continue
+        if registry is None:
+            raise CompositionError(f"{ref} is not a folder; a hub is needed to pull it")
         version = registry.show(ref)
         chosen.append(Candidate(label=version.ref, path=Path(registry.pull(version.ref)), task=version.task,
                                 ref=version.ref, digest=version.digest, base_model=version.base_model))
     return chosen
 
 
-def registered_examples(registry, candidates: Sequence[Candidate], *, shots: int, seed: int) -> list[Example]:
-    """``shots`` examples per task, from the example sets registered with the candidates.
+def registered_examples(registry, candidates: Sequence[Candidate], *, shots: int, seed: int
+                        ) -> tuple[list[Example], set[str]]:
+    """``shots`` examples per task, from the example sets registered with the candidates, and
+    the prompt formats those sets declare (a ``"prompt_format"`` key on their lines).
 
-    Raises ``ExamplesError`` for a task without registered examples or with fewer than ``shots``.
+    Raises ``ExamplesError`` for a task without registered examples or with fewer than ``shots``,
+    and for a registered set that is not a valid examples file (naming the file and line).
     """
     by_task: dict[str, list[Example]] = {}
+    formats: set[str] = set()
     for candidate in candidates:
         if candidate.ref is None or candidate.task is None:
             continue
         data = registry.read_file(candidate.ref, EXAMPLES_FILE) or b""
-        rows = [json.loads(line) for line in data.decode().splitlines() if line.strip()]
-        by_task.setdefault(candidate.task, []).extend(Example(r["input"], r["output"]) for r in rows)
+        source = f"{candidate.ref}/{EXAMPLES_FILE}"
+        try:
+            rows = parse_examples(data, source) if data.strip() else []
+        except InvalidArgument as error:
+            raise ExamplesError(error.message, **error.details) from None
+        formats |= _declared_formats(data)
+        by_task.setdefault(candidate.task, []).extend(rows)
     chosen = []
     for task in dict.fromkeys(c.task for c in candidates if c.task):
         examples = list(dict.fromkeys(by_task.get(task, [])))
@@ -91,4 +108,16 @@ def registered_examples(registry, candidates: Sequence[Candidate], *, shots: int
             chosen += sample_examples(examples, shots, seed)
         except ExamplesError as exc:
             raise ExamplesError(f"task {task!r}: {exc}") from None
-    return chosen
+    return chosen, formats
+
+
+def _declared_formats(data: bytes) -> set[str]:
+    formats = set()
+    for line in data.decode("utf-8", "replace").splitlines():
+        try:
+            row = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(row, dict) and isinstance(row.get("prompt_format"), str):
+            formats.add(row["prompt_format"])
+    return formats

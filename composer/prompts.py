@@ -17,10 +17,8 @@ from __future__ import annotations
 
 from typing import Sequence
 
+from .choices import DEFAULT_PROMPT_FORMAT, PROMPT_FORMATS
 from .errors import CompositionError
-
-PROMPT_FORMATS = ("plain", "chat")
-DEFAULT_PROMPT_FORMAT = "plain"
 
 
 def check_prompt_format(prompt_format: str, tokenizer=None) -> str:

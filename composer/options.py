@@ -1,0 +1,107 @@
+"""``ComposeOptions``: every setting of a composition, typed, frozen and validated once.
+
+The CLI builds one from its flags (its choices and defaults come from here and ``choices``), the Python API
+takes one (or the same names as keywords), and the lineage of a composed adapter records it,
+so a composition can be run again from its lineage alone (``ComposeOptions.from_dict``).
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+from dataclasses import asdict, dataclass, fields
+
+from .choices import (DEFAULT_BOUNDS, DEFAULT_L1, DEFAULT_LEARNING_RATE, DEFAULT_OPTIMIZER, DEFAULT_PROMPT_FORMAT,
+                      DEFAULT_SHORTLIST, GRANULARITIES, MODES, PROMPT_FORMATS, SEARCHES)
+from .errors import CompositionError
+
+
+@dataclass(frozen=True)
+class ComposeOptions:
+    """How ``compose`` searches and merges.
+
+    - ``shots``: examples used (per task when drawn from the registry); None = all given;
+    - ``budget``: evaluations (nevergrad) or forward+backward steps (gradient);
+    - ``mode``: ``delta`` (exact weighted sum of updates) or ``lorahub`` (factor-wise mix);
+    - ``search``: ``nevergrad`` (gradient-free, LoraHub's) or ``gradient`` (Adam on the weights);
+    - ``optimizer``, ``workers``: the nevergrad optimizer and candidates per batched forward;
+    - ``granularity``, ``learning_rate``: gradient search only: one weight per module, or per
+      module and layer block;
+    - ``l1``: LoraHub's ``l1 * mean|w|``; ``bounds``: the weights' range;
+    - ``screen``: score the plain sum and each module alone first;
+    - ``patience``: stop after that many evaluations without gain (None: spend the budget);
+    - ``rank``: re-compress the merged adapter to at most this rank;
+    - ``prompt_format``: ``plain`` or ``chat`` (see ``composer.prompts``);
+    - ``shortlist``: with a whole-hub pool, how many modules the search gets (top K alone).
+    """
+
+    shots: int | None = 5
+    budget: int = 40
+    mode: str = "delta"
+    search: str = "nevergrad"
+    optimizer: str = DEFAULT_OPTIMIZER
+    workers: int = 1
+    granularity: str = "module"
+    learning_rate: float = DEFAULT_LEARNING_RATE
+    l1: float = DEFAULT_L1
+    bounds: tuple[float, float] = DEFAULT_BOUNDS
+    screen: bool = True
+    patience: int | None = None
+    rank: int | None = None
+    seed: int = 0
+    prompt_format: str = DEFAULT_PROMPT_FORMAT
+    shortlist: int = DEFAULT_SHORTLIST
+
+    def __post_init__(self):
+        object.__setattr__(self, "bounds", tuple(self.bounds))
+        _whole("budget", self.budget, 1)
+        _whole("workers", self.workers, 1)
+        _whole("seed", self.seed, 0)
+        _whole("shortlist", self.shortlist, 1)
+        for name in ("shots", "patience", "rank"):
+            if getattr(self, name) is not None:
+                _whole(name, getattr(self, name), 1)
+        _choice("mode", self.mode, MODES)
+        _choice("search", self.search, SEARCHES)
+        _choice("granularity", self.granularity, GRANULARITIES)
+        _choice("prompt_format", self.prompt_format, PROMPT_FORMATS)
+        if self.granularity != "module" and self.search != "gradient":
+            raise CompositionError("granularity 'block' needs search 'gradient': only a gradient fits one "
+                                   "weight per module and layer block cheaply")
+        for name in ("l1", "learning_rate"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value) or value < 0:
+                raise CompositionError(f"{name} must be a finite number >= 0, got {value!r}")
+        low, high = self.bounds
+        if not (math.isfinite(low) and math.isfinite(high) and low <= 0 <= high and low < high):
+            raise CompositionError(f"bounds must be two finite numbers with low <= 0 <= high, got {self.bounds!r}")
+        if not isinstance(self.optimizer, str) or not self.optimizer:
+            raise CompositionError(f"optimizer must be a nevergrad optimizer name, got {self.optimizer!r}")
+        if not isinstance(self.screen, bool):
+            raise CompositionError(f"screen must be true or false, got {self.screen!r}")
+
+    def to_dict(self) -> dict:
+        data = asdict(self)
+        data["bounds"] = list(self.bounds)
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "ComposeOptions":
+        """Options from ``to_dict()`` output (e.g. a lineage); unknown keys are ignored, so a
+        lineage written by a later version still reads."""
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+    @classmethod
+    def names(cls) -> tuple[str, ...]:
+        return tuple(f.name for f in fields(cls))
+
+
+def _whole(name: str, value, minimum: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
+        raise CompositionError(f"{name} must be a whole number >= {minimum}, got {value!r}")
+
+
+def _choice(name: str, value, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        raise CompositionError(f"unknown {name} {value!r}: choose one of {', '.join(choices)}")

@@ -1,0 +1,99 @@
+"""One options object for compose, the library doing the CLI's whole job, and a composition run
+again from its lineage alone."""
+
+import json
+
+import pytest
+from click.testing import CliRunner
+
+from loramgr.cli import main
+from loramgr.composer import choices, gradient, injection, objective, search, shortlist
+from loramgr.composer.compose import REGISTERED, compose, compose_again
+from loramgr.composer.errors import CompositionError, ExamplesError
+from loramgr.composer.options import ComposeOptions
+from loramgr.hub.errors import InvalidAdapter
+
+from .. import factories
+from .test_compose import ROWS_A, ROWS_B, register_pool, registry  # noqa: F401  (fixture)
+
+
+def test_the_light_constants_match_the_modules_that_implement_them():
+    assert set(choices.MODES) == set(injection.MODES)
+    assert choices.GRANULARITIES == gradient.GRANULARITIES
+    assert choices.DEFAULT_OPTIMIZER == search.DEFAULT_OPTIMIZER
+    assert choices.DEFAULT_BOUNDS == search.DEFAULT_BOUNDS
+    assert choices.DEFAULT_L1 == objective.DEFAULT_L1
+    assert choices.DEFAULT_LEARNING_RATE == gradient.DEFAULT_LEARNING_RATE
+    assert choices.DEFAULT_SHORTLIST == shortlist.DEFAULT_K
+
+
+@pytest.mark.parametrize("bad", [dict(budget=0), dict(workers=0), dict(mode="sum"), dict(search="grid"),
+                                 dict(prompt_format="xml"), dict(l1=-1.0), dict(l1=float("nan")),
+                                 dict(bounds=(0.5, 1.0)), dict(granularity="block"), dict(shots=0),
+                                 dict(seed=-1), dict(budget=True), dict(patience=0), dict(screen="yes")])
+def test_options_are_validated_once_at_the_boundary(bad):
+    with pytest.raises(CompositionError):
+        ComposeOptions(**bad)
+
+
+def test_options_round_trip_through_a_dict_and_ignore_unknown_keys():
+    options = ComposeOptions(search="gradient", granularity="block", budget=7, bounds=(-1.0, 2.0))
+    data = json.loads(json.dumps(options.to_dict()))
+    assert ComposeOptions.from_dict(data | {"from_a_later_version": 1}) == options
+
+
+def test_compose_rejects_an_unknown_setting_by_name(llama_dir):
+    with pytest.raises(CompositionError, match="unknown compose setting budjet"):
+        compose(str(llama_dir), [str(llama_dir)], [{"input": "a", "output": "b"}], budjet=3)
+
+
+def test_library_compose_by_tasks_with_registered_examples_and_run_again_from_lineage(registry, llama_dir,
+                                                                                       tmp_path):
+    register_pool(registry, llama_dir, tmp_path)
+    first = compose(str(llama_dir), tasks=["reverse", "upper"], examples=REGISTERED, registry=registry,
+                    options=ComposeOptions(shots=2, budget=6, seed=3), name="lab/ru")
+    version = registry.show("lab/ru")
+    details = version.lineage.details
+    assert version.task == "reverse+upper"  # the examples are the sources' own
+    assert details["shots"] == 4 and details["examples_source"] == REGISTERED and len(details["examples"]) == 4
+    assert details["options"]["budget"] == 6 and len(details["history"]) == 6
+    assert [h["best"] for h in details["history"]] == sorted((h["best"] for h in details["history"]), reverse=True)
+
+    again = compose_again(registry, "lab/ru", model=str(llama_dir))
+    assert again.weights == first.weights and again.loss == pytest.approx(first.loss, abs=1e-6)
+    assert again.examples_digest == first.examples_digest
+
+
+def test_compose_task_names_the_result(registry, llama_dir, tmp_path):
+    register_pool(registry, llama_dir, tmp_path)
+    result = CliRunner().invoke(main, ["compose", "--adapters", "lab/reverse", "--adapters", "lab/upper", "--model",
+                                       str(llama_dir), "--examples", str(factories.write_examples(
+                                           tmp_path / "few.jsonl", ROWS_A[:3])), "--shots", "3", "--budget", "3", "--task", "flip",
+                                       "--name", "lab/flip", "--report", str(tmp_path / "r.html"), "--json"])
+    assert result.exit_code == 0, result.output
+    assert registry.show("lab/flip").task == "flip"
+    page = (tmp_path / "r.html").read_text()
+    assert "<svg" in page and "lab/reverse@1" in page
+
+
+def test_adapter_folders_are_validated_with_the_hubs_reader(llama_dir, tmp_path):
+    folder = factories.make_lora(llama_dir, tmp_path / "a")
+    (folder / "adapter_config.json").write_text('{"peft_type": "LORA", "r": "eight"}')
+    with pytest.raises(InvalidAdapter):
+        compose(str(llama_dir), adapters=[str(folder)], examples=[{"input": "a", "output": "b"}])
+
+
+def test_registered_examples_in_another_prompt_format_are_refused(registry, llama_dir, tmp_path):
+    adapter = factories.make_lora(llama_dir, tmp_path / "chatty")
+    examples = tmp_path / "chat.jsonl"
+    examples.write_text("".join(json.dumps({"input": i, "output": o, "prompt_format": "chat"}) + "\n"
+                                for i, o in ROWS_B))
+    registry.push(adapter, name="lab/chatty", task="upper", examples=examples)
+    with pytest.raises(ExamplesError, match="--prompt-format chat"):
+        compose(str(llama_dir), tasks=["upper"], registry=registry, options=ComposeOptions(shots=2, budget=2))
+
+
+def test_chat_format_needs_a_chat_template(llama_dir, tmp_path):
+    adapter = factories.make_lora(llama_dir, tmp_path / "a")
+    with pytest.raises(CompositionError, match="chat template"):
+        compose(str(llama_dir), [str(adapter)], [{"input": "a", "output": "b"}], shots=None, prompt_format="chat")
