@@ -9,8 +9,8 @@ the committed version then points at nothing. So:
 - a commit, inside its transaction, takes the blob lock *shared* and checks that every blob it
   references is in the store (``check_blobs_present``); if gc removed one, the commit stores it
   again when it has the file (a local push), else fails with
-  ``InvalidArgument`` (``details["blobs_removed"]``) and registers nothing (a remote push is told
-  to upload again);
+  ``InvalidArgument`` (``details["blobs_removed"]``) and registers nothing (the remote client then
+  uploads again and repeats the commit);
 - gc deletes only inside a write transaction holding the blob lock *exclusively*, after asking
   the store again which of the candidates are referenced (``delete_unreferenced``).
 

@@ -35,6 +35,7 @@ from .snapshots import materialise, remove_snapshot, snapshot_dir
 
 Progress = Callable[[int], None]
 CHUNK = 1024 * 1024
+_COMMIT_TRIES = 3
 # Errors for answers without a JSON body (HEAD requests, proxies).
 _STATUS_ERRORS = {401: Unauthorized, 403: Forbidden, 404: AdapterNotFound, 413: PayloadTooLarge}
 
@@ -236,11 +237,21 @@ class RemoteRegistry:
                                           f"upload limit of {limit:,} bytes (`loramgr serve --max-upload-mb`)")
             files = {filename: self._upload(file_path, progress)
                      for filename, file_path in sorted(sources.items())}
-        commit = {"task": task, "base": base_model, "tags": tags, "description": description, "files": files,
-                  "source": source, "lineage": asdict(lineage) if lineage is not None else None}
-        data = self._json("POST", f"/api/adapters/{adapter_name.namespace}/{adapter_name.name}/versions",
-                          json=commit, idempotent=False)
-        return AdapterVersion.from_dict(data)
+            commit = {"task": task, "base": base_model, "tags": tags, "description": description, "files": files,
+                      "source": source, "lineage": asdict(lineage) if lineage is not None else None}
+            for attempt in range(_COMMIT_TRIES):
+                try:
+                    data = self._json("POST", f"/api/adapters/{adapter_name.namespace}/{adapter_name.name}/versions",
+                                      json=commit, idempotent=False)
+                    return AdapterVersion.from_dict(data)
+                except InvalidArgument as error:
+                    # The hub's gc removed an uploaded blob before the commit (which then
+                    # registered nothing; ``details["blobs_removed"]``): upload again, commit again.
+                    if not error.details.get("blobs_removed") or attempt == _COMMIT_TRIES - 1:
+                        raise
+                    for file_path in sources.values():
+                        self._upload(file_path, None)
+        raise AssertionError("unreachable")
 
     def _upload(self, path: Path, progress: Progress | None) -> str:
         """Store one file on the hub unless it has it; returns its sha256."""

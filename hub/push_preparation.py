@@ -97,7 +97,7 @@ def check_stored_files(files: Mapping[str, str], blobs) -> None:
                                   path=filename)
         if not blobs.has(digest):
             raise InvalidArgument(f"{filename} (sha256:{digest[:16]}) is not in the blob store: upload it first",
-                                  path=filename, digest=digest)
+                                  path=filename, digest=digest, blobs_removed=True)
 
 
 def check_stored_examples(files: Mapping[str, str], folder: Path, name: str) -> None:
