@@ -94,7 +94,7 @@ def tokenize_examples(model: nn.Module, tokenizer, examples: Sequence[Example], 
     device = next(iter(model.parameters())).device
     if getattr(model.config, "is_encoder_decoder", False):
         return _to_device(_tokenize_seq2seq(model, tokenizer, examples), device)
-    return _tokenize_causal(model, tokenizer, examples, device, pack)
+    return _tokenize_causal(model, tokenizer, examples, device, pack, prompt_format)
 
 
 def _to_device(batch: FewShotBatch, device) -> FewShotBatch:
