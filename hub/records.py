@@ -35,6 +35,16 @@ def _is_finite(value) -> bool:
     return math.isfinite(value)
 
 
+def _finite_or_none(value):
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _finite_or_none(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite_or_none(v) for v in value]
+    return value
+
+
 def _invalid_lineage(problem: str):
     from .errors import InvalidArgument  # records stay importable without the rest of the hub
 
@@ -84,9 +94,12 @@ class Lineage:
         if not isinstance(self.details, dict):
             raise _invalid_lineage("details must be an object")
         try:
+            # Free-form notes (a shortlist's losses, say): a NaN or infinity there becomes null
+            # rather than failing the whole composition; score and weights above must be finite.
+            object.__setattr__(self, "details", _finite_or_none(self.details))
             json.dumps(self.details, allow_nan=False)
         except (TypeError, ValueError, RecursionError) as exc:
-            raise _invalid_lineage(f"details must be plain JSON with finite numbers ({str(exc)[:120]})") from None
+            raise _invalid_lineage(f"details must be plain JSON ({str(exc)[:120]})") from None
 
     @classmethod
     def from_dict(cls, data: dict) -> "Lineage":

@@ -77,13 +77,19 @@ def test_huge_integer_alpha_and_rank_are_refused(tmp_path):
     {"sources": [], "mode": "delta", "score": math.inf},
     {"sources": [], "mode": "delta", "score": "good"},
     {"sources": [], "mode": "delta", "seed": 2 ** 64},
-    {"sources": [], "mode": "delta", "details": {"loss": math.nan}},
+    {"sources": [], "mode": "delta", "details": {"path": {1, 2}}},
     {"sources": "acme/a@1", "mode": "delta"},
 ])
 def test_bad_lineage_is_refused(data):
     with pytest.raises(InvalidArgument) as info:
         Lineage.from_dict(data)
     assert one_line(str(info.value)) and "lineage" in str(info.value)
+
+
+def test_non_finite_numbers_in_lineage_details_become_null():
+    lineage = Lineage.from_dict({"sources": [], "mode": "delta", "details": {"shortlist": [{"loss": math.inf}],
+                                                                             "x": math.nan, "ok": 1.5}})
+    assert lineage.details == {"shortlist": [{"loss": None}], "x": None, "ok": 1.5}
 
 
 def test_push_with_infinite_score_stores_nothing(tmp_path, local_registry):
