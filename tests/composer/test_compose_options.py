@@ -97,3 +97,23 @@ def test_chat_format_needs_a_chat_template(llama_dir, tmp_path):
     adapter = factories.make_lora(llama_dir, tmp_path / "a")
     with pytest.raises(CompositionError, match="chat template"):
         compose(str(llama_dir), [str(adapter)], [{"input": "a", "output": "b"}], shots=None, prompt_format="chat")
+
+
+def test_the_chat_format_scores_the_chat_template_text(llama_dir):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from loramgr.composer.examples import Example
+    from loramgr.composer.objective import tokenize_examples
+    from loramgr.composer.prompts import render_prompt
+
+    tokenizer = AutoTokenizer.from_pretrained(llama_dir)
+    tokenizer.chat_template = ("{% for m in messages %}[{{ m['role'] }}] {{ m['content'] }}\n{% endfor %}"
+                               "{% if add_generation_prompt %}[assistant] {% endif %}")
+    model = AutoModelForCausalLM.from_pretrained(llama_dir)
+    examples = [Example("abc", "cba"), Example("dog", "god")]
+    plain = tokenize_examples(model, tokenizer, examples, prompt_format="plain")
+    chat = tokenize_examples(model, tokenizer, examples, prompt_format="chat")
+    assert chat.inputs["input_ids"].numel() > plain.inputs["input_ids"].numel()
+    assert plain.label_tokens == chat.label_tokens  # the same answers are scored, after other prompts
+    assert render_prompt(tokenizer, "abc", "chat", shots=[("dog", "god")]) == \
+        "[user] dog\n[assistant] god\n[user] abc\n[assistant] "
