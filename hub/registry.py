@@ -150,7 +150,12 @@ class Registry:
     def _register(self, session: Session, adapter_name: AdapterName, record: dict,
                   stored: dict[str, tuple[str, int]], tags: list[str], lineage: Lineage | None,
                   restore: Callable[[str], object] | None = None) -> Version:
-        adapter = self._adapter(session, adapter_name, create=True)
+        adapter = self._adapter(session, adapter_name, create=True)  # SQLite: BEGIN IMMEDIATE, gc waits
+        # gc may have removed a blob since it was stored. Checked before the adapter's row lock:
+        # the check asks the blob store (S3: a round trip per file) and concurrent pushers of the
+        # adapter would queue behind it. The shared blob lock it takes (PostgreSQL) lasts until the
+        # transaction ends, so gc still cannot delete in between.
+        check_blobs_present(session, self.blobs, stored, restore)
         # An UPDATE takes the row lock (PostgreSQL) / is inside BEGIN IMMEDIATE (SQLite), so
         # concurrent pushers of one adapter get consecutive, distinct numbers.
         number = session.execute(
@@ -160,7 +165,6 @@ class Registry:
         version.files = [VersionFile(filename=n, blob_digest=d, size=s) for n, (d, s) in sorted(stored.items())]
         session.add(version)
         session.flush()
-        check_blobs_present(session, self.blobs, stored, restore)  # gc may have removed one since it was stored
         index_version_text(session, version.id, adapter_name.namespace, adapter_name.name, record["task"],
                            record["description"])
         for tag in [LATEST, *tags]:

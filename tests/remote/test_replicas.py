@@ -96,7 +96,9 @@ def tiny_adapter(tmp_path_factory):
 
 def clients(deployment, home, token=None) -> list:
     """One client per replica, all with one home (one user, talking to whichever replica)."""
-    return [remote(url, home, token if token is not None else deployment.token) for url in deployment.urls]
+    # Patient: on a busy machine the S3 emulator queues requests for many seconds.
+    return [remote(url, home, token if token is not None else deployment.token, timeout=180.0)
+            for url in deployment.urls]
 
 
 def test_a_client_alternating_between_replicas_sees_one_hub(deployment, tiny_adapter, tmp_path):
