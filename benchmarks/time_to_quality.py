@@ -20,6 +20,8 @@ the w = 0 score included), the evaluations that took, the final loss, and exact 
 target's held-out test set at the final weights. Medians over seeds; the configurations take
 turns within each seed so a busy machine slows them alike. A configuration that never reaches
 the target is counted as its full search time and marked. Threads: 1 (the lab's models are tiny).
+Times are this process's CPU seconds by default (``--clock wall`` for the wall clock): with one
+thread they equal the wall clock on an idle machine, and they stay steady on a busy one.
 """
 
 from __future__ import annotations
@@ -54,6 +56,8 @@ from loramgr.examples.lab.build import build_lab  # noqa: E402
 from loramgr.examples.lab.evaluate import exact_match  # noqa: E402
 
 BUDGET, BOUNDS, L1 = 40, (-1.5, 1.5), 0.05  # LoraHub's procedure
+CLOCKS = {"cpu": time.process_time, "wall": time.perf_counter}
+CLOCK = CLOCKS["cpu"]  # --clock; CPU time of this process is steadier on a shared machine
 
 
 @dataclass(frozen=True)
@@ -74,9 +78,7 @@ CONFIGS = [
     Config("TwoPointsDE w8 screened patience 16", options=dict(optimizer="TwoPointsDE", num_workers=8,
                                                                 screen=True, patience=16, tol=1e-3)),
     Config("gradient module", "gradient", dict(granularity="module")),
-    Config("gradient module lr 0.1", "gradient", dict(granularity="module", learning_rate=0.1)),
     Config("gradient block", "gradient", dict(granularity="block")),
-    Config("gradient block lr 0.1", "gradient", dict(granularity="block", learning_rate=0.1)),
     Config("gradient block patience 8", "gradient", dict(granularity="block", patience=8, tol=1e-3)),
 ]
 
@@ -125,10 +127,10 @@ def run_reference(reference: LoraHubReference, n: int, seed: int) -> tuple[float
         losses.append(reference.score(weights))
         return losses[-1]
 
-    started = time.perf_counter()
+    started = CLOCK()
     with _metamodel_numpy_compat():
         recommendation = optimizer.minimize(score)
-    seconds = time.perf_counter() - started
+    seconds = CLOCK() - started
     recommended = reference.score(recommendation.value)
     target = min(min(losses), recommended)
     return target, Run(seconds, len(losses), seconds, len(losses), recommended), np.asarray(recommendation.value)
@@ -136,12 +138,12 @@ def run_reference(reference: LoraHubReference, n: int, seed: int) -> tuple[float
 
 def run_ours(config: Config, mode: str, model, adapters, batch, seed: int, target: float):
     reached: dict[str, float] = {}
-    started = time.perf_counter()
+    started = CLOCK()
 
     def callback(evaluations: int, best: float) -> None:
         # Equal up to float noise between the two implementations (the rescore tolerance).
         if "seconds" not in reached and best <= target + 1e-4 * max(1.0, abs(target)):
-            reached.update(seconds=time.perf_counter() - started, evaluations=evaluations)
+            reached.update(seconds=CLOCK() - started, evaluations=evaluations)
 
     if config.kind == "gradient":
         found = search_weights_gradient(model, adapters, batch, mode=mode, budget=BUDGET, seed=seed, l1=L1,
@@ -149,7 +151,7 @@ def run_ours(config: Config, mode: str, model, adapters, batch, seed: int, targe
     else:
         found = search_weights(model, adapters, batch, mode=mode, budget=BUDGET, seed=seed, l1=L1, bounds=BOUNDS,
                                callback=callback, **config.options)
-    seconds = time.perf_counter() - started
+    seconds = CLOCK() - started
     run = Run(reached.get("seconds"), reached.get("evaluations"), seconds, found.evaluations, found.loss)
     return run, found
 
@@ -269,9 +271,13 @@ def main() -> None:
     parser.add_argument("--modes", default="delta,lorahub")
     parser.add_argument("--test-rows", type=int, default=100)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--clock", choices=sorted(CLOCKS), default="cpu",
+                        help="cpu: this process's CPU seconds (steady on a busy machine); wall: wall clock")
     parser.add_argument("--only", default="", help="comma-separated words: run the configurations named with one")
     args = parser.parse_args()
     args.only = [w.strip() for w in args.only.split(",") if w.strip()]
+    global CLOCK
+    CLOCK = CLOCKS[args.clock]
     args.seeds = list(range(args.seeds))
     args.modes = [m.strip() for m in args.modes.split(",") if m.strip()]
     torch.set_num_threads(args.threads)
@@ -284,7 +290,8 @@ def main() -> None:
     warnings.filterwarnings("ignore")
     lab = build_lab(args.lab_dir / f"{args.size}-seed0", size=args.size, seed=0)
     load = os.getloadavg()[0]
-    print(f"torch {torch.__version__}, nevergrad {ng.__version__}, {args.threads} thread(s); load average {load:.1f}")
+    print(f"torch {torch.__version__}, nevergrad {ng.__version__}, {args.threads} thread(s), {args.clock} clock; "
+          f"load average {load:.1f}")
     for family in [f.strip() for f in args.families.split(",") if f.strip()]:
         model, tokenizer = load_base_model(str(lab.base_dir(family)), device="cpu")
         summary: dict[tuple[str, str], list[Run]] = defaultdict(list)
