@@ -22,12 +22,14 @@ def _registry(hub):
     return getattr(hub, "backend", hub)
 
 
-def compose(model, candidates, examples, *, hub=None, **options) -> _compose.Composition:
-    """See ``loramgr.composer.compose.compose``; ``hub`` resolves refs and registers ``name``."""
-    needs_hub = options.get("name") or any(not Path(str(c)).is_dir() for c in candidates
-                                           if not isinstance(c, _compose.Candidate))
+def compose(model=None, candidates=None, examples=_compose.REGISTERED, *, hub=None, **kwargs) -> _compose.Composition:
+    """See ``loramgr.composer.compose.compose``; ``hub`` resolves refs and tasks, and registers ``name``."""
+    named = list(candidates or []) + list(kwargs.get("adapters") or [])
+    needs_hub = (kwargs.get("name") or kwargs.get("tasks") is not None or kwargs.get("all_adapters")
+                 or (isinstance(examples, str) and examples == _compose.REGISTERED)
+                 or any(not isinstance(c, _compose.Candidate) and not Path(str(c)).is_dir() for c in named))
     registry = _registry(hub) if needs_hub or hub is not None else None
-    return _compose.compose(model, candidates, examples, registry=registry, **options)
+    return _compose.compose(model, candidates, examples, registry=registry, **kwargs)
 
 
 def load_adapter(base_model, adapter, *, hub=None, **options):

@@ -176,7 +176,7 @@ class RemoteRegistry:
     def search(self, *, base: str | None = None, task: str | Sequence[str] | None = None,
                rank: int | None = None, min_rank: int | None = None, max_rank: int | None = None,
                target: str | None = None, query: str | None = None, source: str | None = None,
-               all_versions: bool = False, limit: int | None = 100) -> list[AdapterVersion]:
+               all_versions: bool = False, limit: int | None = 100, offset: int = 0) -> list[AdapterVersion]:
         """Versions matching every given filter, newest first (as ``Registry.search``)."""
         params: list[tuple[str, str]] = []
         for key, value in (("base", base), ("rank", rank), ("min_rank", min_rank), ("max_rank", max_rank),
@@ -187,6 +187,8 @@ class RemoteRegistry:
             params += [("task", t) for t in ([task] if isinstance(task, str) else task)]
         params.append(("all_versions", "true" if all_versions else "false"))
         params.append(("limit", "none" if limit is None else str(limit)))
+        if offset:
+            params.append(("offset", str(offset)))
         return self._versions("/api/search", params=params)
 
     def ls(self, namespace: str | None = None) -> list[AdapterVersion]:

@@ -111,7 +111,8 @@ async def search(request: Request) -> JSONResponse:
         rank=query_int(request, "rank"), min_rank=query_int(request, "min_rank"),
         max_rank=query_int(request, "max_rank"), target=q.get("target") or None, query=q.get("query") or None,
         source=q.get("source") or None, all_versions=query_bool(request, "all_versions"),
-        limit=None if limit == "none" else (query_int(request, "limit") if limit else 100))
+        limit=None if limit == "none" else (query_int(request, "limit") if limit else 100),
+        offset=query_int(request, "offset") or 0)
     return versions_response(found)
 
 

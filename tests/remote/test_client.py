@@ -19,7 +19,9 @@ from loramgr.hub.settings import Settings
 from .. import factories
 from .conftest import remote
 
-SERVER_ONLY = {"push_stored"}  # registering already-uploaded blobs is what the hub does for a client
+# Registering already-uploaded blobs is what the hub does for a client; the facets and "used in"
+# reads feed the server's own web pages.
+SERVER_ONLY = {"push_stored", "facets", "compositions_using"}
 
 
 class AppTransport(httpx.BaseTransport):
