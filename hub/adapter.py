@@ -286,7 +286,7 @@ def _check_modules(weights: Path, lora_modules: dict[str, _Module], config: dict
         return InvalidAdapter(f"{weights.parent / CONFIG_FILE}: {problem}", path=str(weights.parent / CONFIG_FILE))
 
     ranks = PatternTable(list(config["rank_pattern"]), "rank_pattern", config_invalid,
-                         deadline=time.monotonic() + MATCH_BUDGET_S)
+                         deadline=time.thread_time() + MATCH_BUDGET_S)
     for module, found in sorted(lora_modules.items()):
         a_name, b_name = ("lora_embedding_A", "lora_embedding_B") if found.embedding else ("lora_A", "lora_B")
         lacking = [name for role, name in (("A", a_name), ("B", b_name)) if role not in found.parts]

@@ -81,7 +81,7 @@ def check_lora_config(config_path: Path, config: dict) -> dict:
         raise invalid(f"r must be a positive integer (at most {MAX_RANK}), not {_short(config['r'])}")
     if not is_finite_number(config["lora_alpha"]):
         raise invalid(f"lora_alpha must be a number, and finite, not {_short(config['lora_alpha'])}")
-    deadline = time.monotonic() + MATCH_BUDGET_S
+    deadline = time.thread_time() + MATCH_BUDGET_S
     for name, is_value, values in (("rank_pattern", _is_rank, f"ranks (1 to {MAX_RANK})"),
                                    ("alpha_pattern", is_finite_number, "finite numbers")):
         pattern = config[name] = config.get(name) or {}

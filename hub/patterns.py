@@ -14,7 +14,7 @@ Here:
   real module paths the two agree.)
 - any other key must be a small regular expression without backreferences, lookarounds, inline
   flags or repeated groups (``(...)*``, ``(...)+``, ``(...){n}``), and is matched with the
-  ``regex`` engine under a time budget (it releases the GIL, and gives up with ``TimeoutError``).
+  ``regex`` engine under a CPU-time budget (it releases the GIL, and gives up with ``TimeoutError``).
 - at most ``MAX_KEYS`` keys, ``MAX_REGEX_KEYS`` of them regular expressions, each at most
   ``MAX_KEY_LENGTH`` characters.
 """
@@ -32,7 +32,8 @@ MAX_KEYS = 4096
 MAX_REGEX_KEYS = 64
 MAX_KEY_LENGTH = 256
 MAX_REPEAT = 256  # the largest n in a {m,n} quantifier
-# Seconds that all regular-expression keys of one adapter may spend matching, together.
+# CPU seconds (of the validating thread: a busy server does not shrink it) that all
+# regular-expression keys of one adapter may spend matching, together.
 MATCH_BUDGET_S = 2.0
 
 _PLAIN_KEY = re.compile(r"[A-Za-z0-9_-]+(?:\.[A-Za-z0-9_-]+)*")
@@ -118,8 +119,8 @@ class PatternTable:
     """The keys of one ``rank_pattern`` or ``alpha_pattern``, ready to look modules up.
 
     ``invalid(problem)`` builds the exception raised for a refused key (one line). ``deadline``
-    (a ``time.monotonic()`` value) bounds the time regular-expression keys may spend matching;
-    share one between the tables of an adapter.
+    (a ``time.thread_time()`` value: CPU time, so other threads' load does not count) bounds the
+    time regular-expression keys may spend matching; share one between the tables of an adapter.
     """
 
     def __init__(self, keys: Sequence[str], what: str, invalid: Callable[[str], Exception], *,
@@ -127,7 +128,7 @@ class PatternTable:
         if len(keys) > MAX_KEYS:
             raise invalid(f"{what} has {len(keys)} keys (at most {MAX_KEYS})")
         self.what, self.invalid = what, invalid
-        self.deadline = time.monotonic() + MATCH_BUDGET_S if deadline is None else deadline
+        self.deadline = time.thread_time() + MATCH_BUDGET_S if deadline is None else deadline
         self.plain: dict[str, int] = {}
         self.patterns: list[tuple[int, str, regex.Pattern]] = []
         for order, key in enumerate(keys):
@@ -145,6 +146,15 @@ class PatternTable:
             raise invalid(f"{what} has {len(self.patterns)} regular-expression keys (at most {MAX_REGEX_KEYS}); "
                           "use plain module names")
         self.keys = list(keys)
+        # Whether any of them matches, in one call: most modules match none, and then the keys need
+        # not be tried one by one (no backreferences, so the groups' numbers do not matter).
+        self.any_pattern = None
+        if self.patterns:
+            try:
+                self.any_pattern = regex.compile(
+                    r"(.*\.)?(?:" + "|".join(f"(?:{key})" for _, key, _ in self.patterns) + r")$")
+            except (regex.error, OverflowError, RecursionError):
+                pass  # then each key is tried in turn
 
     def key_for(self, module: str) -> str | None:
         """The key PEFT picks for ``module`` (the first in order that matches), or None."""
@@ -153,19 +163,26 @@ class PatternTable:
             order = self.plain.get(suffix)
             if order is not None and order < best:
                 best = order
-        for order, key, pattern in self.patterns:
-            if order >= best:
-                break
-            remaining = self.deadline - time.monotonic()
-            try:
-                if remaining <= 0:
-                    raise TimeoutError
-                if pattern.match(module, timeout=remaining):
+        if not self.patterns or self.patterns[0][0] >= best:
+            return self.keys[best] if best < len(self.keys) else None
+        try:
+            if self.any_pattern is not None and not self._match(self.any_pattern, module):
+                return self.keys[best] if best < len(self.keys) else None
+            for order, key, pattern in self.patterns:
+                if order >= best:
+                    break
+                if self._match(pattern, module):
                     return key
-            except TimeoutError:
-                raise self.invalid(f"{self.what} keys took over {MATCH_BUDGET_S:g} s to match the module "
-                                   "paths; use plain module names such as 'q_proj'") from None
+        except TimeoutError:
+            raise self.invalid(f"{self.what} keys took over {MATCH_BUDGET_S:g} s to match the module "
+                               "paths; use plain module names such as 'q_proj'") from None
         return self.keys[best] if best < len(self.keys) else None
+
+    def _match(self, pattern: regex.Pattern, module: str) -> bool:
+        remaining = self.deadline - time.thread_time()
+        if remaining <= 0:
+            raise TimeoutError
+        return pattern.match(module, timeout=remaining) is not None
 
 
 def _dotted_suffixes(module: str):
