@@ -14,13 +14,12 @@ from typing import Callable
 from .build import build_reallab, slice_config
 from .table import Table, run_table
 
-DEMO_MODULES = 6
-DEMO_TARGET = "sports_understanding"
+DEMO_TARGET = "sports_understanding"  # the first target: slice_config(targets=1) holds it
+DEMO_LAB = dict(modules=6, steps=20, oracle_steps=40, test_size=20)
 
 
-def run_real_demo(*, seed: int = 0, test_size: int = 20, say: Callable[[str], None] = lambda _m: None,
+def run_real_demo(*, seed: int = 0, say: Callable[[str], None] = lambda _m: None,
                   device: str | None = None) -> Table:
-    """The demo's table (see ``table.run_table``) on ``DEMO_TARGET``."""
-    config = slice_config(modules=DEMO_MODULES, targets=1, steps=20, oracle_steps=40, test_size=test_size)
-    lab = build_reallab(config, device=device, say=say)
+    """The demo's table (see ``table.run_table``) on ``DEMO_TARGET``, for one seed of 5 shots."""
+    lab = build_reallab(slice_config(targets=1, **DEMO_LAB), device=device, say=say)
     return run_table(lab, seeds=(seed,), targets=[DEMO_TARGET], device=device, say=say)

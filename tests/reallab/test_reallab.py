@@ -116,3 +116,18 @@ def test_the_build_command_prints_one_line_and_exits_1_on_bad_input(tmp_path, mo
 def test_the_cache_folder_follows_the_setting(tmp_path, monkeypatch):
     monkeypatch.setenv("LORAMGR_LAB_CACHE", str(tmp_path / "c"))
     assert cache_dir() == tmp_path / "c" and cache_dir().is_dir()
+
+
+def test_demo_real_prints_the_methods_table(lab, monkeypatch):
+    from click.testing import CliRunner
+
+    from loramgr.cli import main
+    from loramgr.examples.reallab import demo
+
+    # The demo on this test's slice (cached above); the demo's own slice is larger.
+    monkeypatch.setattr(demo, "DEMO_LAB", dict(modules=2, steps=3, oracle_steps=2, test_size=6))
+    result = CliRunner().invoke(main, ["demo", "--real"])
+    assert result.exit_code == 0, result.output
+    for method in ("zero-shot", "in-context", "uniform", "best single", "lorahub", "loramgr default", "oracle"):
+        assert method in result.stdout
+    assert "sports_understanding" in result.stdout
