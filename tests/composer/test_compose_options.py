@@ -117,3 +117,14 @@ def test_the_chat_format_scores_the_chat_template_text(llama_dir):
     assert plain.label_tokens == chat.label_tokens  # the same answers are scored, after other prompts
     assert render_prompt(tokenizer, "abc", "chat", shots=[("dog", "god")]) == \
         "[user] dog\n[assistant] god\n[user] abc\n[assistant] "
+
+
+def test_compose_from_the_whole_hub_shortlists_and_records_it(registry, llama_dir, tmp_path):
+    register_pool(registry, llama_dir, tmp_path)
+    result = compose(str(llama_dir), all_adapters=True, examples=[{"input": i, "output": o} for i, o in ROWS_A[:3]],
+                     registry=registry, options=ComposeOptions(shots=None, budget=3, shortlist=1), name="lab/auto")
+    assert len(result.candidates) == 1 and len(result.shortlist) == 1
+    details = registry.show("lab/auto").lineage.details
+    assert details["shortlist"] == [{"source": result.shortlist[0][0], "loss": pytest.approx(result.shortlist[0][1])}]
+    with pytest.raises(CompositionError, match="registry"):
+        compose(str(llama_dir), all_adapters=True, examples=[{"input": "a", "output": "b"}], shots=None)
