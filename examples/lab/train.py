@@ -73,6 +73,16 @@ def _lora_outputs(model) -> tuple[list[torch.Tensor], list]:
     return outputs, handles
 
 
+def warmup_then_decay(optimizer, steps: int, warmup: int):
+    """A linear warm-up over ``warmup`` steps, then a linear decay to zero at ``steps``."""
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        return max(0.0, (steps - step) / max(1, steps - warmup))
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
 def fit(model, data: dict[str, torch.Tensor], schedule: Schedule, seed: int, locality: float = 0.0) -> float:
     """Train ``model``'s trainable parameters on ``data``; returns the mean loss of the last 20 steps.
 
@@ -86,12 +96,7 @@ def fit(model, data: dict[str, torch.Tensor], schedule: Schedule, seed: int, loc
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.Adam(params, lr=schedule.lr)
 
-    def factor(step: int) -> float:
-        if step < schedule.warmup:
-            return (step + 1) / schedule.warmup
-        return max(0.0, (schedule.steps - step) / max(1, schedule.steps - schedule.warmup))
-
-    lr_schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+    lr_schedule = warmup_then_decay(optimizer, schedule.steps, schedule.warmup)
     generator = torch.Generator().manual_seed(seed)
     n = data["input_ids"].shape[0]
     model.train()

@@ -19,6 +19,7 @@ import torch
 
 from loramgr.composer.prompts import prompt_token_ids
 
+from ..lab.train import warmup_then_decay
 from .sources import BASE_ID
 from .tasks import TaskExample
 
@@ -93,12 +94,7 @@ def train_lora(base_model, tokenizer, examples: Sequence[TaskExample], recipe: R
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=recipe.lr, weight_decay=0.0)
 
-    def factor(step: int) -> float:
-        if step < recipe.warmup:
-            return (step + 1) / recipe.warmup
-        return max(0.0, (recipe.steps - step) / max(1, recipe.steps - recipe.warmup))
-
-    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+    schedule = warmup_then_decay(optimizer, recipe.steps, recipe.warmup)
     generator = torch.Generator().manual_seed(seed)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     model.train()
