@@ -89,13 +89,15 @@ class Table:
         return {"rows": [vars(r) for r in self.rows]}
 
 
-def _merged(base_model, folder: Path):
+def merged_copy(base_model, folder: Path):
+    """A copy of ``base_model`` with the PEFT adapter in ``folder`` merged in: what a user deploys."""
     from peft import PeftModel
 
     return PeftModel.from_pretrained(copy.deepcopy(base_model), str(folder)).merge_and_unload().eval()
 
 
-def _evaluate(model, tokenizer, lab: RealLab, target: str, *, shots=()) -> tuple[float, float | None]:
+def evaluate(model, tokenizer, lab: RealLab, target: str, *, shots=()) -> tuple[float, float | None]:
+    """(exact match, option accuracy) of ``model`` on ``target``'s unseen test examples."""
     test = lab.splits[target].test
     fmt = lab.config.prompt_format
     with torch.autocast(next(model.parameters()).device.type, dtype=torch.bfloat16):
@@ -104,7 +106,8 @@ def _evaluate(model, tokenizer, lab: RealLab, target: str, *, shots=()) -> tuple
     return em, acc
 
 
-def _export(adapters, weights, folder: Path, mode: str = "delta", module_weights=None) -> Path:
+def export_weights(adapters, weights, folder: Path, mode: str = "delta", module_weights=None) -> Path:
+    """``adapters`` combined with ``weights`` (or per-module ``module_weights``), exported to ``folder``."""
     combined = combine(adapters, weights, method=mode, module_weights=module_weights)
     export_adapter(combined, folder, base_model=BASE_ID, task_type="CAUSAL_LM")
     return folder
@@ -126,26 +129,26 @@ def run_table(lab: RealLab, *, seeds: Sequence[int] = (0, 1, 2), targets: Sequen
     table = Table()
     for target in targets or lab.config.targets:
         split = lab.splits[target]
-        em, acc = _evaluate(model, tokenizer, lab, target)
+        em, acc = evaluate(model, tokenizer, lab, target)
         table.rows.append(Row(target, "zero-shot", None, em, acc))
         with tempfile.TemporaryDirectory(prefix="loramgr-table-") as scratch:
-            uniform = _merged(model, _export(adapters, [1.0 / len(adapters)] * len(adapters), Path(scratch) / "u"))
-            table.rows.append(Row(target, "uniform", None, *_evaluate(uniform, tokenizer, lab, target)))
+            uniform = merged_copy(model, export_weights(adapters, [1.0 / len(adapters)] * len(adapters), Path(scratch) / "u"))
+            table.rows.append(Row(target, "uniform", None, *evaluate(uniform, tokenizer, lab, target)))
             del uniform
-        oracle = _merged(model, lab.oracle_dir(target))
-        table.rows.append(Row(target, "oracle", None, *_evaluate(oracle, tokenizer, lab, target)))
+        oracle = merged_copy(model, lab.oracle_dir(target))
+        table.rows.append(Row(target, "oracle", None, *evaluate(oracle, tokenizer, lab, target)))
         del oracle
         single_cache: dict[str, tuple[float, float | None]] = {}
         for seed in seeds:
             shots = sample_shots(split.shots, SHOTS, seed)
             pairs = [{"input": s.input, "output": s.output} for s in shots]
-            table.rows.append(Row(target, "in-context", seed, *_evaluate(model, tokenizer, lab, target, shots=shots)))
+            table.rows.append(Row(target, "in-context", seed, *evaluate(model, tokenizer, lab, target, shots=shots)))
             started = time.perf_counter()
             batch = tokenize_examples(model, tokenizer, [_example(p) for p in pairs], prompt_format=fmt)
             (best, loss), = shortlist(model, batch, candidates, k=1)
             picked = time.perf_counter() - started
             if best.label not in single_cache:
-                single_cache[best.label] = _evaluate(_merged(model, best.path), tokenizer, lab, target)
+                single_cache[best.label] = evaluate(merged_copy(model, best.path), tokenizer, lab, target)
             table.rows.append(Row(target, "best single", seed, *single_cache[best.label], seconds=picked,
                                   detail=best.label))
             for method, options in {"lorahub": _with(LORAHUB, seed, fmt), **{
@@ -153,8 +156,8 @@ def run_table(lab: RealLab, *, seeds: Sequence[int] = (0, 1, 2), targets: Sequen
                 result = compose(model, candidates, pairs, tokenizer=tokenizer, options=options, base_model=BASE_ID)
                 with tempfile.TemporaryDirectory(prefix="loramgr-table-") as scratch:
                     export_adapter(result.combined, Path(scratch) / "c", base_model=BASE_ID, task_type="CAUSAL_LM")
-                    merged = _merged(model, Path(scratch) / "c")
-                    scores = _evaluate(merged, tokenizer, lab, target)
+                    merged = merged_copy(model, Path(scratch) / "c")
+                    scores = evaluate(merged, tokenizer, lab, target)
                     del merged
                 table.rows.append(Row(target, method, seed, *scores, seconds=result.search.seconds,
                                       detail=f"loss {result.loss:.3f} (base {result.base_loss:.3f})"))
