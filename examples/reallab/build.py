@@ -27,7 +27,7 @@ from typing import Callable
 import torch
 
 from .sources import BASE_ID, base_model_dir, cache_dir, task_files
-from .tasks import TARGET_TASKS, UPSTREAM_TASKS, Split, Task, TaskExample, is_bbh_source, load_task, split_task
+from .tasks import TARGET_TASKS, TASK_FORMAT, UPSTREAM_TASKS, Split, Task, TaskExample, is_bbh_source, load_task, split_task
 from .train import ALL_LINEAR, Recipe, save_lora, train_lora
 
 Say = Callable[[str], None]
@@ -51,7 +51,7 @@ class LabConfig:
         return {"base": BASE_ID, "upstream": list(self.upstream), "targets": list(self.targets),
                 "module_recipe": self.module_recipe.to_dict(), "oracle_recipe": self.oracle_recipe.to_dict(),
                 "prompt_format": self.prompt_format, "seed": self.seed, "test_size": self.test_size,
-                "shot_pool": self.shot_pool, "train_size": self.train_size}
+                "shot_pool": self.shot_pool, "train_size": self.train_size, "task_format": TASK_FORMAT}
 
     def digest(self) -> str:
         return hashlib.sha256(json.dumps(self.to_dict(), sort_keys=True).encode()).hexdigest()[:16]

@@ -2,7 +2,8 @@
 
 Every task, multiple-choice or generative, becomes the same kind of prompt: the task's short
 instruction (its ``task_prefix``, when there is one and it is short), the example's input, and
-for multiple-choice tasks the options one per line, then "Answer:". The answer is the text of
+for multiple-choice tasks the options one per line, then "Answer:". The options are shuffled
+per example: task files often list the right one first. The answer is the text of
 the best-scored option (or the first target of a generative task). Modules trained in this
 format learn to answer with one of the listed options, which is what the held-out targets ask.
 
@@ -12,6 +13,7 @@ targets are BBH source tasks, held out: no module sees them.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import random
 from dataclasses import dataclass
@@ -40,6 +42,9 @@ BBH_SOURCES = frozenset({
     "reasoning_about_colored_objects", "ruin_names", "salient_translation_error_detection", "snarks",
     "sports_understanding", "temporal_sequences", "tracking_shuffled_objects", "web_of_lies", "word_sorting",
 })
+# Bumped whenever the conversion below changes what a prompt says, so that built labs (keyed by
+# their configuration) are trained again. 2: options shuffled per example (1: in file order).
+TASK_FORMAT = 2
 MAX_PROMPT_CHARS = 700  # longer examples are left out: they cost too much on 2 cores
 MAX_PREFIX_CHARS = 400
 
@@ -99,11 +104,12 @@ def _convert(row: dict, prefix: str) -> TaskExample | None:
         return None
     scores = row.get("target_scores")
     if isinstance(scores, dict) and scores:
-        options = tuple(str(o).strip() for o in scores)
+        options = [str(o).strip() for o in scores]
         if len(set(options)) != len(options) or not all(options):
             return None
         best = max(scores, key=lambda o: (_number(scores[o]), -list(scores).index(o)))
         answer = str(best).strip()
+        options = tuple(_shuffled(options, text))
         body = f"{text.strip()}\nOptions:\n" + "".join(f"- {o}\n" for o in options) + "Answer:"
     else:
         target = row.get("target")
@@ -116,6 +122,16 @@ def _convert(row: dict, prefix: str) -> TaskExample | None:
     if len(prompt) > MAX_PROMPT_CHARS or len(answer) > 80:
         return None
     return TaskExample(prompt, answer, options)
+
+
+def _shuffled(options: list[str], text: str) -> list[str]:
+    # Many task files list the right option first (date_understanding 99% of its examples,
+    # emoji_movie all of them): in file order a module learns "pick the first option" and that
+    # carries to any target with the same habit. Shuffled by a seed taken from the example itself,
+    # so an example reads the same in every split, run and build.
+    seed = int.from_bytes(hashlib.sha256("\x1f".join([text, *options]).encode()).digest()[:8], "big")
+    random.Random(seed).shuffle(options)
+    return options
 
 
 def _number(value) -> float:
