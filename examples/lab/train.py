@@ -150,14 +150,20 @@ def save_lora(model, family: str, folder: Path, card: str = "") -> Path:
     """Save a PEFT model's adapter, byte-stable: the family's base id (not a local folder) as
     ``base_model_name_or_path``, sorted ``target_modules`` (PEFT writes a set, whose order varies
     between processes) and a short model card of our own (PEFT's names the local base folder)."""
+    return save_adapter_stably(model, folder, base_id=BASE_IDS[family], tag="loramgr-lab",
+                               card=card or "A loramgr lab LoRA module.")
+
+
+def save_adapter_stably(model, folder: Path, *, base_id: str, tag: str, card: str) -> Path:
+    """``save_lora`` for any lab: ``base_id`` as the base, sorted targets, a card tagged ``tag``."""
     config = model.peft_config["default"]
-    config.base_model_name_or_path = BASE_IDS[family]
+    config.base_model_name_or_path = base_id
     folder = Path(folder)
     model.save_pretrained(folder)
     config_path = folder / "adapter_config.json"
     data = json.loads(config_path.read_text())
     data["target_modules"] = sorted(data["target_modules"])
     config_path.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
-    (folder / "README.md").write_text(f"---\nbase_model: {BASE_IDS[family]}\nlibrary_name: peft\ntags:\n- lora\n"
-                                      f"- loramgr-lab\n---\n\n{card or 'A loramgr lab LoRA module.'}\n")
+    (folder / "README.md").write_text(f"---\nbase_model: {base_id}\nlibrary_name: peft\ntags:\n- lora\n"
+                                      f"- {tag}\n---\n\n{card}\n")
     return folder

@@ -16,9 +16,7 @@ import argparse
 import hashlib
 import json
 import os
-import shutil
 import sys
-import tempfile
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -26,7 +24,7 @@ from typing import Callable
 
 import torch
 
-from .sources import BASE_ID, base_model_dir, cache_dir, task_files
+from .sources import BASE_ID, base_model_dir, cache_dir, folder_replaced, task_files
 from .tasks import TARGET_TASKS, TASK_FORMAT, UPSTREAM_TASKS, Split, Task, TaskExample, is_bbh_source, load_task, split_task
 from .train import ALL_LINEAR, Recipe, save_lora, train_lora
 
@@ -138,28 +136,16 @@ def build_reallab(config: LabConfig = LabConfig(), *, cache: Path | None = None,
         trained, loss = train_lora(model, tokenizer, split.train or split.shots, recipe,
                                    prompt_format=config.prompt_format, seed=seed,
                                    step_done=lambda step, l, n=name: bar(1, f"{n} loss {l:.3f}"))
-        scratch = Path(tempfile.mkdtemp(dir=folder.parent if folder.parent.exists() else _mk(folder.parent),
-                                        prefix=f".{folder.name}-"))
-        try:
+        with folder_replaced(folder) as scratch:
             save_lora(trained, scratch, task=name, prompt_format=config.prompt_format, recipe=recipe)
             _write_jsonl(scratch / "examples.jsonl", split.shots[:REGISTERED_EXAMPLES])
             (scratch / "training.json").write_text(json.dumps(
                 {"task": name, "seed": seed, "final_loss": loss, "examples": len(split.train or split.shots),
                  "seconds": round(time.perf_counter() - started, 1), "prompt_format": config.prompt_format,
                  "recipe": recipe.to_dict()}, indent=2) + "\n")
-            if folder.exists():
-                shutil.rmtree(folder)
-            os.replace(scratch, folder)
-        finally:
-            shutil.rmtree(scratch, ignore_errors=True)
         del trained
     bar(0, None)
     return lab
-
-
-def _mk(folder: Path) -> Path:
-    folder.mkdir(parents=True, exist_ok=True)
-    return folder
 
 
 def _bar(total: int, enabled: bool):

@@ -15,6 +15,7 @@ folder + ``loramgr/reallab``) that survives between runs, so only the first run 
 from __future__ import annotations
 
 import hashlib
+from contextlib import contextmanager
 import json
 import os
 import shutil
@@ -24,7 +25,7 @@ import tarfile
 import tempfile
 import zipfile
 from pathlib import Path
-from typing import Iterable
+from typing import Iterable, Iterator
 
 from loramgr.hub.errors import LoramgrError
 
@@ -158,17 +159,25 @@ def convert_gguf(gguf: Path, output: Path) -> Path:
         raise LabSourceError(f"the GGUF weights do not fit a Llama model (missing {missing[:3]}, "
                              f"unexpected {unexpected[:3]})")
     model.tie_weights()
+    with folder_replaced(output) as partial:
+        model.save_pretrained(partial)
+        tokenizer.save_pretrained(partial)
+    return output
+
+
+@contextmanager
+def folder_replaced(output: Path) -> Iterator[Path]:
+    """A scratch folder beside ``output`` that takes its place when the block ends without an
+    error (and is removed when it raises): an interrupted build never leaves half a folder."""
     output.parent.mkdir(parents=True, exist_ok=True)
     partial = Path(tempfile.mkdtemp(dir=output.parent, prefix=f".{output.name}-"))
     try:
-        model.save_pretrained(partial)
-        tokenizer.save_pretrained(partial)
+        yield partial
         if output.exists():
             shutil.rmtree(output)
         os.replace(partial, output)
     finally:
         shutil.rmtree(partial, ignore_errors=True)
-    return output
 
 
 def base_model_dir(*, cache: Path | None = None, say=lambda _msg: None) -> Path:

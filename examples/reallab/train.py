@@ -10,7 +10,6 @@ just before, and the batch order from a private generator.
 from __future__ import annotations
 
 import copy
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
@@ -19,7 +18,7 @@ import torch
 
 from loramgr.composer.prompts import prompt_token_ids
 
-from ..lab.train import warmup_then_decay
+from ..lab.train import save_adapter_stably, warmup_then_decay
 from .sources import BASE_ID
 from .tasks import TaskExample
 
@@ -115,16 +114,7 @@ def train_lora(base_model, tokenizer, examples: Sequence[TaskExample], recipe: R
 
 def save_lora(model, folder: Path, *, task: str, prompt_format: str, recipe: Recipe) -> Path:
     """Save the adapter byte-stably (the Hub id as base, sorted targets, our own card)."""
-    config = model.peft_config["default"]
-    config.base_model_name_or_path = BASE_ID
-    folder = Path(folder)
-    model.save_pretrained(folder)
-    config_path = folder / "adapter_config.json"
-    data = json.loads(config_path.read_text())
-    data["target_modules"] = sorted(data["target_modules"])
-    config_path.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
-    (folder / "README.md").write_text(
-        f"---\nbase_model: {BASE_ID}\nlibrary_name: peft\ntags:\n- lora\n- loramgr-reallab\n---\n\n"
-        f"A LoRA module trained on the BIG-bench task `{task}` (prompt format `{prompt_format}`, "
-        f"rank {recipe.rank}, {recipe.steps} steps of {recipe.batch_size}).\n")
-    return folder
+    return save_adapter_stably(
+        model, folder, base_id=BASE_ID, tag="loramgr-reallab",
+        card=f"A LoRA module trained on the BIG-bench task `{task}` (prompt format `{prompt_format}`, "
+             f"rank {recipe.rank}, {recipe.steps} steps of {recipe.batch_size}).")
