@@ -7,6 +7,8 @@ transactions opened with ``BEGIN IMMEDIATE`` so two pushers cannot both read the
 
 from __future__ import annotations
 
+import sqlite3
+import time
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
@@ -54,10 +56,10 @@ def _sqlite_engine(url: str, *, immediate: bool) -> Engine:
         # Let SQLAlchemy, not pysqlite, decide when transactions begin (see the "begin" hook).
         dbapi_connection.isolation_level = None
         cursor = dbapi_connection.cursor()
-        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_S * 1000}")
+        _use_wal(cursor)
         cursor.execute("PRAGMA synchronous=NORMAL")
         cursor.execute("PRAGMA foreign_keys=ON")
-        cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_S * 1000}")
         cursor.close()
 
     @event.listens_for(engine, "begin")
@@ -65,6 +67,25 @@ def _sqlite_engine(url: str, *, immediate: bool) -> Engine:
         connection.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
 
     return engine
+
+
+def _use_wal(cursor) -> None:
+    """Put the file in WAL mode. The mode is stored in the file, so only the first open of a new
+    database converts it. The conversion needs the file to itself and SQLite fails it at once,
+    without the busy handler, while another connection holds a lock (several processes opening
+    a new store together): so retry within the busy timeout."""
+    deadline = time.monotonic() + SQLITE_BUSY_TIMEOUT_S
+    pause = 0.005
+    while True:
+        try:
+            if cursor.execute("PRAGMA journal_mode").fetchone()[0].lower() != "wal":
+                cursor.execute("PRAGMA journal_mode=WAL")  # answers "memory" for :memory:, kept as is
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+        time.sleep(pause)
+        pause = min(pause * 2, 0.1)
 
 
 class Database:

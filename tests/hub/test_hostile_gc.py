@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import threading
 import time
+from contextlib import contextmanager
 
 import numpy as np
 import pytest
@@ -121,25 +122,28 @@ def test_pushes_beside_a_gc_loop_verify_clean(settings, tmp_path):
     folders = [write_adapter(tmp_path / f"a{i}", tensors=_distinct(i)) for i in range(12)]
     stop, errors = threading.Event(), []
 
-    def collect():
-        registry = Registry(settings)
+    @contextmanager
+    def reported(errors: list):
+        """A registry for a worker thread; any error, opening it included, lands in ``errors``."""
+        registry = None
         try:
+            registry = Registry(settings)
+            yield registry
+        except Exception as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+        finally:
+            if registry is not None:
+                registry.close()
+
+    def collect():
+        with reported(errors) as registry:
             while not stop.is_set():
                 registry.gc(grace_seconds=0)
-        except Exception as exc:  # noqa: BLE001 - reported below
-            errors.append(exc)
-        finally:
-            registry.close()
 
     def push(indices):
-        registry = Registry(settings)
-        try:
+        with reported(errors) as registry:
             for i in indices:
                 registry.push(folders[i], name=f"acme/a{i % 3}", task="t")
-        except Exception as exc:  # noqa: BLE001 - reported below
-            errors.append(exc)
-        finally:
-            registry.close()
 
     collector = threading.Thread(target=collect)
     pushers = [threading.Thread(target=push, args=(range(k, 12, 2),)) for k in range(2)]
