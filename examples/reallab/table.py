@@ -81,6 +81,10 @@ class Table:
             return statistics.fmean(per_target) if per_target else None
         return statistics.fmean(values)
 
+    def covers_all_targets(self, method: str) -> bool:
+        """Whether ``method`` has a row on every target of the table (else its mean is over fewer)."""
+        return {r.target for r in self.rows if r.method == method} == set(self.targets())
+
     def median_seconds(self, method: str) -> float | None:
         values = [r.seconds for r in self.rows if r.method == method and r.seconds is not None]
         return statistics.median(values) if values else None
@@ -182,17 +186,23 @@ def _with(options: ComposeOptions, seed: int, prompt_format: str) -> ComposeOpti
 
 def format_table(table: Table) -> str:
     """The table as text: exact match per target and mean (option accuracy in brackets), and the
-    median search time of each method."""
+    median search time of each method. A mean over fewer targets than the table has is starred:
+    it is not comparable with the others."""
     targets = table.targets()
     short = [t.split("/")[0][:12] for t in targets]
-    lines = [f"{'method':<22}" + "".join(f"{s:>14}" for s in short) + f"{'mean':>14}{'search s':>10}"]
+    lines = [f"{'method':<22}" + "".join(f"{s:>14}" for s in short) + f"{'mean':>15}{'search s':>10}"]
+    partial = False
     for method in table.methods():
         cells = []
         for target in targets + [None]:
             em = table.mean(method, target)
             acc = table.mean(method, target, "option_accuracy")
             cells.append("-" if em is None else f"{em:.2f}" + (f" ({acc:.2f})" if acc is not None else ""))
+        star = "" if table.covers_all_targets(method) else "*"
+        partial = partial or bool(star)
         seconds = table.median_seconds(method)
-        lines.append(f"{method:<22}" + "".join(f"{c:>14}" for c in cells) +
+        lines.append(f"{method:<22}" + "".join(f"{c:>14}" for c in cells[:-1]) + f"{cells[-1] + star:>15}" +
                      (f"{seconds:>10.1f}" if seconds is not None else f"{'':>10}"))
+    if partial:
+        lines.append("* mean over only the targets this method ran on")
     return "\n".join(lines)
