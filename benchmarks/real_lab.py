@@ -7,6 +7,7 @@ in brackets) per target and as the mean over targets, with the median search tim
 Run from the repository root:
     python benchmarks/real_lab.py [--seeds 0,1,2] [--targets a,b] [--json FILE] [--device cuda]
     python benchmarks/real_lab.py --configs default,gradient,gradient-block   # loramgr variants
+    python benchmarks/real_lab.py --json F --resume   # skip the targets F already holds, add the rest
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from loramgr.composer.options import ComposeOptions  # noqa: E402
 
 from loramgr.examples.reallab.build import LabConfig, build_reallab  # noqa: E402
-from loramgr.examples.reallab.table import format_table, run_table  # noqa: E402
+from loramgr.examples.reallab.table import Table, format_table, run_table  # noqa: E402
 
 CONFIGS = {
     "default": ComposeOptions(),
@@ -42,29 +43,54 @@ def main(argv=None) -> int:
     parser.add_argument("--targets", default=None, help="comma-separated target tasks (default: all 8)")
     parser.add_argument("--configs", default="default", help=f"loramgr rows: {', '.join(CONFIGS)}")
     parser.add_argument("--json", default=None, help="also write every row to this file")
+    parser.add_argument("--resume", action="store_true",
+                        help="keep the targets already in --json (same lab, seeds and rows) and run only the others")
     parser.add_argument("--device", default=None)
     args = parser.parse_args(argv)
+    if args.resume and not args.json:
+        parser.error("--resume needs --json FILE")
     say = lambda m: print(m, file=sys.stderr, flush=True)  # noqa: E731
     lab = build_reallab(LabConfig(), device=args.device, say=say)
     configs = {}
     for name in args.configs.split(","):
         options = CONFIGS[name]
         configs["loramgr " + name] = replace(options, prompt_format=lab.config.prompt_format)
+    seeds = [int(s) for s in args.seeds.split(",")]
+    run = {"lab": lab.config.digest(), "seeds": seeds, "configs": sorted(configs)}
+    kept = _resumed(args.json, run) if args.resume else Table()
+    targets = [t for t in (args.targets.split(",") if args.targets else lab.config.targets)
+               if t not in kept.targets()]
+    if kept.rows:
+        say(f"resuming: {len(kept.targets())} targets kept from {args.json}, {len(targets)} to run")
     started = time.perf_counter()
-    table = run_table(lab, seeds=[int(s) for s in args.seeds.split(",")],
-                      targets=args.targets.split(",") if args.targets else None, configurations=configs,
-                      device=args.device, say=say, after_target=lambda t: _save(t, args.json))
+    table = Table() if not targets else run_table(  # an empty list would mean every target
+        lab, seeds=seeds, targets=targets, configurations=configs, device=args.device, say=say,
+        after_target=lambda t: _save(Table(kept.rows + t.rows), args.json, run))
+    table = Table(kept.rows + table.rows)
     print(format_table(table))
     print(f"\n{len(lab.config.upstream)} modules, shots 5, prompt format {lab.config.prompt_format}, "
           f"{time.perf_counter() - started:.0f} s")
-    _save(table, args.json)
+    _save(table, args.json, run)
     return 0
 
 
-def _save(table, path) -> None:
+def _save(table: Table, path, run: dict) -> None:
     # Written after every target, so a long run interrupted still leaves what it measured.
     if path:
-        Path(path).write_text(json.dumps(table.to_dict(), indent=1) + "\n")
+        Path(path).write_text(json.dumps({**run, **table.to_dict()}, indent=1) + "\n")
+
+
+def _resumed(path, run: dict) -> Table:
+    """The rows of an earlier run in ``path`` (none if there is no file); refuses a file from
+    another lab, other seeds or other rows, whose figures would not be comparable."""
+    if not Path(path).exists():
+        return Table()
+    data = json.loads(Path(path).read_text())
+    differing = [key for key in run if data.get(key) != run[key]]
+    if differing:
+        raise SystemExit(f"{path} holds a run with other {', '.join(differing)}: "
+                         "it cannot be resumed with these settings")
+    return Table.from_dict(data)
 
 
 if __name__ == "__main__":

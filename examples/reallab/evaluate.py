@@ -6,6 +6,7 @@ Both take the prompt format and optional in-context ``shots`` (shown before each
 
 from __future__ import annotations
 
+import inspect
 from typing import Sequence
 
 import torch
@@ -54,33 +55,44 @@ def exact_match(model, tokenizer, examples: Sequence[TaskExample], *, prompt_for
 
 @torch.inference_mode()
 def option_accuracy(model, tokenizer, examples: Sequence[TaskExample], *, prompt_format: str,
-                    shots: Sequence[TaskExample] = (), batch_size: int = 16) -> float | None:
+                    shots: Sequence[TaskExample] = ()) -> float | None:
     """Share of multiple-choice ``examples`` where the expected option has the highest summed
     log-likelihood (None for a generative task)."""
     if not all(e.options for e in examples):
         return None
     prompts = _prompts(tokenizer, examples, prompt_format, shots)
-    rows, owners = [], []
-    for index, (prompt, example) in enumerate(zip(prompts, examples)):
-        for option in example.options:
-            rows.append((prompt, tokenizer(option, add_special_tokens=False)["input_ids"]))
-            owners.append((index, option))
-    scores = []
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    right = 0
+    for prompt, example in zip(prompts, examples):
+        options = [tokenizer(o, add_special_tokens=False)["input_ids"] for o in example.options]
+        scores = option_log_likelihoods(model, prompt, options, pad_token_id=pad)
+        right += example.options[max(range(len(scores)), key=scores.__getitem__)] == example.output
+    return right / len(examples)
+
+
+@torch.inference_mode()
+def option_log_likelihoods(model, prompt: list[int], options: Sequence[list[int]], *,
+                           pad_token_id: int) -> list[float]:
+    """The summed log-likelihood of each option's tokens after ``prompt``.
+
+    The prompt, which is most of the tokens (the 5 shots of in-context learning above all), runs
+    once; its key/value cache is then shared by all options, scored in one batch.
+    """
     device = next(model.parameters()).device
-    for start in range(0, len(rows), batch_size):
-        chunk = rows[start:start + batch_size]
-        width = max(len(p) + len(o) for p, o in chunk)
-        ids = torch.tensor([p + o + [pad] * (width - len(p) - len(o)) for p, o in chunk], device=device)
-        mask = torch.tensor([[1] * (len(p) + len(o)) + [0] * (width - len(p) - len(o)) for p, o in chunk],
-                            device=device)
-        logprobs = torch.log_softmax(model(input_ids=ids, attention_mask=mask).logits.float(), dim=-1)
-        for row, (p, o) in enumerate(chunk):
-            positions = torch.arange(len(p) - 1, len(p) + len(o) - 1, device=device)
-            targets = torch.tensor(o, device=device)
-            scores.append(float(logprobs[row, positions, targets].sum()))
-    best: dict[int, tuple[float, str]] = {}
-    for (index, option), score in zip(owners, scores):
-        if index not in best or score > best[index][0]:
-            best[index] = (score, option)
-    return sum(best[i][1] == e.output for i, e in enumerate(examples)) / len(examples)
+    head = model(input_ids=torch.tensor([prompt[:-1]], device=device), use_cache=True)
+    cache = head["cache"] if "cache" in head else head.past_key_values
+    cache.batch_repeat_interleave(len(options))
+    # The prompt's last token goes with each option: its logits score the option's first token.
+    width = 1 + max(len(o) for o in options)
+    ids = torch.tensor([[prompt[-1]] + o + [pad_token_id] * (width - 1 - len(o)) for o in options], device=device)
+    mask = torch.tensor([[1] * len(prompt) + [1] * len(o) + [0] * (width - 1 - len(o)) for o in options],
+                        device=device)
+    logits = model(input_ids=ids, attention_mask=mask, **{_cache_argument(model): cache}).logits
+    logprobs = torch.log_softmax(logits.float(), -1)
+    return [float(logprobs[row, torch.arange(len(o), device=device), torch.tensor(o, device=device)].sum())
+            for row, o in enumerate(options)]
+
+
+def _cache_argument(model) -> str:
+    # transformers 5 renamed ``past_key_values`` to ``cache`` (the old name still works, with a warning).
+    return "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"

@@ -92,6 +92,10 @@ class Table:
     def to_dict(self) -> dict:
         return {"rows": [vars(r) for r in self.rows]}
 
+    @classmethod
+    def from_dict(cls, data: dict) -> "Table":
+        return cls(rows=[Row(**row) for row in data["rows"]])
+
 
 def merged_copy(base_model, folder: Path):
     """A copy of ``base_model`` with the PEFT adapter in ``folder`` merged in: what a user deploys."""
