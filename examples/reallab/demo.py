@@ -3,8 +3,8 @@
 A slice of the real-model lab (6 upstream modules trained 20 steps each, one held-out BBH target
 with its oracle) is built once into the lab cache; then the table's methods run on that target
 for one seed of 5 shots: zero-shot, in-context, uniform, best single, LoraHub's procedure,
-loramgr's compose and the oracle. Cold (downloads and training included) it takes about
-10 minutes on 2 idle cores; warm, the evaluation alone.
+loramgr's compose and the oracle. On 2 idle cores, packages already downloaded: 510 s cold
+(conversion and training included), 146 s warm (the table alone).
 """
 
 from __future__ import annotations
