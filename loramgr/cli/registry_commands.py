@@ -156,7 +156,10 @@ def show(ctx, ref, report, as_json):
     if version.lineage:
         lineage = version.lineage
         score = f", score {lineage.score:.4f}" if lineage.score is not None else ""
-        click.echo(f"composed      mode {lineage.mode}, seed {lineage.seed}{score}")
+        options = lineage.details.get("options")
+        prompt_format = options.get("prompt_format") if isinstance(options, dict) else None
+        scored_in = f", prompt format {prompt_format}" if isinstance(prompt_format, str) else ""
+        click.echo(f"composed      mode {lineage.mode}, seed {lineage.seed}{score}{scored_in}")
         for source in lineage.sources:
             click.echo(f"  {source.weight:+.4f}  {source.ref}")
 

@@ -86,6 +86,8 @@ def test_cli_compose_from_tasks_uses_registered_examples(cli, registry, llama_di
     assert [m["source"] for m in data["modules"]] == ["lab/reverse@1", "lab/upper@1"]
     assert data["examples"] == 4 and data["evaluations"] == 6
     assert data["version"]["ref"] == "lab/ru@1"
+    shown = cli("show", "lab/ru")
+    assert "prompt format plain" in shown.stdout and "lab/reverse@1" in shown.stdout
     table = cli("compose", "--tasks", "reverse,upper", "--model", llama_dir, "--budget", "3", "-o", tmp_path / "o")
     assert "lab/reverse@1" in table.stdout and "composed" in table.stdout
     assert (tmp_path / "o" / "adapter_model.safetensors").exists()
