@@ -63,9 +63,8 @@ def main(argv=None) -> int:
     if kept.rows:
         say(f"resuming: {len(kept.targets())} targets kept from {args.json}, {len(targets)} to run")
     started = time.perf_counter()
-    table = Table() if not targets else run_table(  # an empty list would mean every target
-        lab, seeds=seeds, targets=targets, configurations=configs, device=args.device, say=say,
-        after_target=lambda t: _save(Table(kept.rows + t.rows), args.json, run))
+    table = run_table(lab, seeds=seeds, targets=targets, configurations=configs, device=args.device, say=say,
+                      after_target=lambda t: _save(Table(kept.rows + t.rows), args.json, run))
     table = Table(kept.rows + table.rows)
     print(format_table(table))
     print(f"\n{len(lab.config.upstream)} modules, shots 5, prompt format {lab.config.prompt_format}, "

@@ -6,7 +6,6 @@ Both take the prompt format and optional in-context ``shots`` (shown before each
 
 from __future__ import annotations
 
-import inspect
 from typing import Sequence
 
 import torch
@@ -80,19 +79,17 @@ def option_log_likelihoods(model, prompt: list[int], options: Sequence[list[int]
     """
     device = next(model.parameters()).device
     head = model(input_ids=torch.tensor([prompt[:-1]], device=device), use_cache=True)
-    cache = head["cache"] if "cache" in head else head.past_key_values
+    # transformers 5 names the cache ``cache`` (``past_key_values`` before), in and out alike.
+    cache_argument = "cache" if "cache" in head else "past_key_values"
+    cache = head[cache_argument]
     cache.batch_repeat_interleave(len(options))
     # The prompt's last token goes with each option: its logits score the option's first token.
     width = 1 + max(len(o) for o in options)
     ids = torch.tensor([[prompt[-1]] + o + [pad_token_id] * (width - 1 - len(o)) for o in options], device=device)
     mask = torch.tensor([[1] * len(prompt) + [1] * len(o) + [0] * (width - 1 - len(o)) for o in options],
                         device=device)
-    logits = model(input_ids=ids, attention_mask=mask, **{_cache_argument(model): cache}).logits
+    logits = model(input_ids=ids, attention_mask=mask, **{cache_argument: cache}).logits
     logprobs = torch.log_softmax(logits.float(), -1)
     return [float(logprobs[row, torch.arange(len(o), device=device), torch.tensor(o, device=device)].sum())
             for row, o in enumerate(options)]
 
-
-def _cache_argument(model) -> str:
-    # transformers 5 renamed ``past_key_values`` to ``cache`` (the old name still works, with a warning).
-    return "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"

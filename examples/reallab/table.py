@@ -135,7 +135,7 @@ def run_table(lab: RealLab, *, seeds: Sequence[int] = (0, 1, 2), targets: Sequen
     candidates = [Candidate(label=t, path=lab.module_dir(t), task=t) for t in lab.config.upstream]
     adapters = [load_lora(c.path, label=c.label) for c in candidates]
     table = Table()
-    for target in targets or lab.config.targets:
+    for target in lab.config.targets if targets is None else targets:
         split = lab.splits[target]
         em, acc = evaluate(model, tokenizer, lab, target)
         table.rows.append(Row(target, "zero-shot", None, em, acc))
