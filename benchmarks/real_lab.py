@@ -8,6 +8,7 @@ Run from the repository root:
     python benchmarks/real_lab.py [--seeds 0,1,2] [--targets a,b] [--json FILE] [--device cuda]
     python benchmarks/real_lab.py --configs default,gradient,gradient-block   # loramgr variants
     python benchmarks/real_lab.py --json F --resume   # skip the targets F already holds, add the rest
+    python benchmarks/real_lab.py --json F --add-configs gradient-block   # new loramgr rows beside F's
 """
 
 from __future__ import annotations
@@ -45,16 +46,18 @@ def main(argv=None) -> int:
     parser.add_argument("--json", default=None, help="also write every row to this file")
     parser.add_argument("--resume", action="store_true",
                         help="keep the targets already in --json (same lab, seeds and rows) and run only the others")
+    parser.add_argument("--add-configs", default=None, metavar="NAMES",
+                        help="run only these loramgr rows, on the targets and seeds --json holds, and add them "
+                             "to it (no baseline is run again)")
     parser.add_argument("--device", default=None)
     args = parser.parse_args(argv)
-    if args.resume and not args.json:
-        parser.error("--resume needs --json FILE")
+    if (args.resume or args.add_configs) and not args.json:
+        parser.error("--resume and --add-configs need --json FILE")
     say = lambda m: print(m, file=sys.stderr, flush=True)  # noqa: E731
     lab = build_reallab(LabConfig(), device=args.device, say=say)
-    configs = {}
-    for name in args.configs.split(","):
-        options = CONFIGS[name]
-        configs["loramgr " + name] = replace(options, prompt_format=lab.config.prompt_format)
+    if args.add_configs:
+        return _add_configs(lab, args, say)
+    configs = _configurations(args.configs, lab)
     seeds = [int(s) for s in args.seeds.split(",")]
     run = {"lab": lab.config.digest(), "seeds": seeds, "configs": sorted(configs)}
     kept = _resumed(args.json, run) if args.resume else Table()
@@ -69,6 +72,35 @@ def main(argv=None) -> int:
     print(format_table(table))
     print(f"\n{len(lab.config.upstream)} modules, shots 5, prompt format {lab.config.prompt_format}, "
           f"{time.perf_counter() - started:.0f} s")
+    _save(table, args.json, run)
+    return 0
+
+
+def _configurations(names: str, lab) -> dict[str, ComposeOptions]:
+    unknown = [n for n in names.split(",") if n not in CONFIGS]
+    if unknown:
+        raise SystemExit(f"unknown configuration {unknown[0]!r}: choose from {', '.join(CONFIGS)}")
+    return {"loramgr " + n: replace(CONFIGS[n], prompt_format=lab.config.prompt_format) for n in names.split(",")}
+
+
+def _add_configs(lab, args, say) -> int:
+    """New loramgr rows beside an earlier run's, on its lab, seeds and targets."""
+    if not Path(args.json).exists():
+        raise SystemExit(f"{args.json} does not exist: --add-configs adds rows to an earlier run")
+    data = json.loads(Path(args.json).read_text())
+    if data.get("lab") != lab.config.digest():
+        raise SystemExit(f"{args.json} was measured on another lab ({data.get('lab')}): its rows are not comparable")
+    configs = _configurations(args.add_configs, lab)
+    kept = Table.from_dict(data)
+    already = [name for name in configs if name in kept.methods()]
+    if already:
+        raise SystemExit(f"{args.json} already has rows for {already[0]!r}")
+    run = {"lab": data["lab"], "seeds": data["seeds"], "configs": sorted(set(data["configs"]) | set(configs))}
+    targets = args.targets.split(",") if args.targets else kept.targets()
+    table = run_table(lab, seeds=data["seeds"], targets=targets, configurations=configs, device=args.device, say=say,
+                      baselines=False, after_target=lambda t: _save(Table(kept.rows + t.rows), args.json, run))
+    table = Table(kept.rows + table.rows)
+    print(format_table(table))
     _save(table, args.json, run)
     return 0
 

@@ -123,11 +123,14 @@ def export_weights(adapters, weights, folder: Path, mode: str = "delta", module_
 
 def run_table(lab: RealLab, *, seeds: Sequence[int] = (0, 1, 2), targets: Sequence[str] | None = None,
               configurations: dict[str, ComposeOptions] | None = None, device: str | None = None,
-              say: Say = lambda _m: None, after_target: Callable[[Table], None] | None = None) -> Table:
+              say: Say = lambda _m: None, after_target: Callable[[Table], None] | None = None,
+              baselines: bool = True) -> Table:
     """Every method on every target of ``lab`` (or ``targets``), shots drawn by each of ``seeds``.
 
     ``configurations`` are loramgr's compose settings to compare, by row name (default: one row,
-    ``loramgr default``, with ``ComposeOptions(prompt_format=<the lab's>)``).
+    ``loramgr default``, with ``ComposeOptions(prompt_format=<the lab's>)``). ``baselines=False``
+    runs only those rows (no zero-shot, in-context, uniform, best single, LoraHub or oracle):
+    to add a configuration to a table measured before, on the same lab and seeds.
     """
     model, tokenizer = load_base(lab.base_dir, device)
     fmt = lab.config.prompt_format
@@ -137,6 +140,16 @@ def run_table(lab: RealLab, *, seeds: Sequence[int] = (0, 1, 2), targets: Sequen
     table = Table()
     for target in lab.config.targets if targets is None else targets:
         split = lab.splits[target]
+        if not baselines:
+            for seed in seeds:
+                pairs = [{"input": s.input, "output": s.output} for s in sample_shots(split.shots, SHOTS, seed)]
+                for method, options in configurations.items():
+                    table.rows.append(_composed_row(model, tokenizer, lab, target, seed, method,
+                                                    _with(options, seed, fmt), candidates, pairs))
+                say(_seed_line(table, target, seed))
+            if after_target is not None:
+                after_target(table)
+            continue
         em, acc = evaluate(model, tokenizer, lab, target)
         table.rows.append(Row(target, "zero-shot", None, em, acc))
         with tempfile.TemporaryDirectory(prefix="loramgr-table-") as scratch:
@@ -161,19 +174,30 @@ def run_table(lab: RealLab, *, seeds: Sequence[int] = (0, 1, 2), targets: Sequen
                                   detail=best.label))
             for method, options in {"lorahub": _with(LORAHUB, seed, fmt), **{
                     name: _with(o, seed, fmt) for name, o in configurations.items()}}.items():
-                result = compose(model, candidates, pairs, tokenizer=tokenizer, options=options, base_model=BASE_ID)
-                with tempfile.TemporaryDirectory(prefix="loramgr-table-") as scratch:
-                    export_adapter(result.combined, Path(scratch) / "c", base_model=BASE_ID, task_type="CAUSAL_LM")
-                    merged = merged_copy(model, Path(scratch) / "c")
-                    scores = evaluate(merged, tokenizer, lab, target)
-                    del merged
-                table.rows.append(Row(target, method, seed, *scores, seconds=result.search.seconds,
-                                      detail=f"loss {result.loss:.3f} (base {result.base_loss:.3f})"))
-            say(f"{target} seed {seed}: " + ", ".join(
-                f"{r.method} {r.exact_match:.2f}" for r in table.rows if r.target == target and r.seed == seed))
+                table.rows.append(_composed_row(model, tokenizer, lab, target, seed, method, options, candidates,
+                                                pairs))
+            say(_seed_line(table, target, seed))
         if after_target is not None:
             after_target(table)
     return table
+
+
+def _composed_row(model, tokenizer, lab: RealLab, target: str, seed: int, method: str, options: ComposeOptions,
+                  candidates, pairs) -> Row:
+    """``compose`` with ``options`` on the shots ``pairs``, exported, merged and evaluated."""
+    result = compose(model, candidates, pairs, tokenizer=tokenizer, options=options, base_model=BASE_ID)
+    with tempfile.TemporaryDirectory(prefix="loramgr-table-") as scratch:
+        export_adapter(result.combined, Path(scratch) / "c", base_model=BASE_ID, task_type="CAUSAL_LM")
+        merged = merged_copy(model, Path(scratch) / "c")
+        scores = evaluate(merged, tokenizer, lab, target)
+        del merged
+    return Row(target, method, seed, *scores, seconds=result.search.seconds,
+               detail=f"loss {result.loss:.4f} (base {result.base_loss:.4f})")
+
+
+def _seed_line(table: Table, target: str, seed: int) -> str:
+    return f"{target} seed {seed}: " + ", ".join(
+        f"{r.method} {r.exact_match:.2f}" for r in table.rows if r.target == target and r.seed == seed)
 
 
 def _example(row: dict):

