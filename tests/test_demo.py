@@ -13,7 +13,7 @@ def test_demo_composes_an_adapter_that_beats_the_base_model(small_lab, home, tmp
 
     demo_home = tmp_path / "demo"
     shutil.copytree(small_lab.root, demo_home / "lab")  # the demo reuses a built lab (cache hit)
-    result = CliRunner().invoke(main, ["demo", "--demo-home", str(demo_home), "--size", "small", "--budget", "20",
+    result = CliRunner().invoke(main, ["demo", "--toy", "--demo-home", str(demo_home), "--size", "small", "--budget", "20",
                                        "--json"], catch_exceptions=False)
     assert result.exit_code == 0, result.output
     report = json.loads(result.stdout)

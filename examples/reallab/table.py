@@ -145,11 +145,12 @@ def run_table(lab: RealLab, *, seeds: Sequence[int] = (0, 1, 2), targets: Sequen
                 pairs = [{"input": s.input, "output": s.output} for s in sample_shots(split.shots, SHOTS, seed)]
                 for method, options in configurations.items():
                     table.rows.append(_composed_row(model, tokenizer, lab, target, seed, method,
-                                                    _with(options, seed, fmt), candidates, pairs))
+                                                    _with(options, seed, fmt), candidates, pairs, say))
                 say(_seed_line(table, target, seed))
             if after_target is not None:
                 after_target(table)
             continue
+        say(f"{target}: scoring zero-shot, the uniform average and the oracle")
         em, acc = evaluate(model, tokenizer, lab, target)
         table.rows.append(Row(target, "zero-shot", None, em, acc))
         with tempfile.TemporaryDirectory(prefix="loramgr-table-") as scratch:
@@ -163,6 +164,7 @@ def run_table(lab: RealLab, *, seeds: Sequence[int] = (0, 1, 2), targets: Sequen
         for seed in seeds:
             shots = sample_shots(split.shots, SHOTS, seed)
             pairs = [{"input": s.input, "output": s.output} for s in shots]
+            say(f"{target} seed {seed}: scoring in-context and the best single module")
             table.rows.append(Row(target, "in-context", seed, *evaluate(model, tokenizer, lab, target, shots=shots)))
             started = time.perf_counter()
             batch = tokenize_examples(model, tokenizer, [_example(p) for p in pairs], prompt_format=fmt)
@@ -175,7 +177,7 @@ def run_table(lab: RealLab, *, seeds: Sequence[int] = (0, 1, 2), targets: Sequen
             for method, options in {"lorahub": _with(LORAHUB, seed, fmt), **{
                     name: _with(o, seed, fmt) for name, o in configurations.items()}}.items():
                 table.rows.append(_composed_row(model, tokenizer, lab, target, seed, method, options, candidates,
-                                                pairs))
+                                                pairs, say))
             say(_seed_line(table, target, seed))
         if after_target is not None:
             after_target(table)
@@ -183,8 +185,10 @@ def run_table(lab: RealLab, *, seeds: Sequence[int] = (0, 1, 2), targets: Sequen
 
 
 def _composed_row(model, tokenizer, lab: RealLab, target: str, seed: int, method: str, options: ComposeOptions,
-                  candidates, pairs) -> Row:
+                  candidates, pairs, say: Say) -> Row:
     """``compose`` with ``options`` on the shots ``pairs``, exported, merged and evaluated."""
+    unit = "steps" if options.search == "gradient" else "evaluations"
+    say(f"{target} seed {seed}: {method}: searching {options.budget} {unit} over {len(candidates)} modules")
     result = compose(model, candidates, pairs, tokenizer=tokenizer, options=options, base_model=BASE_ID)
     with tempfile.TemporaryDirectory(prefix="loramgr-table-") as scratch:
         export_adapter(result.combined, Path(scratch) / "c", base_model=BASE_ID, task_type="CAUSAL_LM")

