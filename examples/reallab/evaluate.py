@@ -54,59 +54,42 @@ def exact_match(model, tokenizer, examples: Sequence[TaskExample], *, prompt_for
 
 @torch.inference_mode()
 def option_accuracy(model, tokenizer, examples: Sequence[TaskExample], *, prompt_format: str,
-                    shots: Sequence[TaskExample] = (), batch_size: int = 8) -> float | None:
+                    shots: Sequence[TaskExample] = ()) -> float | None:
     """Share of multiple-choice ``examples`` where the expected option has the highest summed
-    log-likelihood (None for a generative task); ``batch_size`` examples share a forward."""
+    log-likelihood (None for a generative task)."""
     if not all(e.options for e in examples):
         return None
     prompts = _prompts(tokenizer, examples, prompt_format, shots)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     right = 0
-    for start in range(0, len(examples), batch_size):
-        chunk = examples[start:start + batch_size]
-        options = [[tokenizer(o, add_special_tokens=False)["input_ids"] for o in e.options] for e in chunk]
-        for example, scores in zip(chunk, option_log_likelihoods(model, prompts[start:start + batch_size], options,
-                                                                 pad_token_id=pad)):
-            right += example.options[max(range(len(scores)), key=scores.__getitem__)] == example.output
+    for prompt, example in zip(prompts, examples):
+        options = [tokenizer(o, add_special_tokens=False)["input_ids"] for o in example.options]
+        scores = option_log_likelihoods(model, prompt, options, pad_token_id=pad)
+        right += example.options[max(range(len(scores)), key=scores.__getitem__)] == example.output
     return right / len(examples)
 
 
 @torch.inference_mode()
-def option_log_likelihoods(model, prompts: Sequence[list[int]], options: Sequence[Sequence[list[int]]], *,
-                           pad_token_id: int) -> list[list[float]]:
-    """The summed log-likelihood of each option's tokens after its prompt: ``options[i]`` are
-    the options of ``prompts[i]``.
+def option_log_likelihoods(model, prompt: list[int], options: Sequence[list[int]], *,
+                           pad_token_id: int) -> list[float]:
+    """The summed log-likelihood of each option's tokens after ``prompt``.
 
-    The prompts, which are most of the tokens (the 5 shots of in-context learning above all), run
-    once, left-padded into one batch; their key/value cache is then shared by the options, all
-    scored in a second batch. Position ids are passed explicitly, so padding shifts nothing.
+    The prompt, which is most of the tokens (the 5 shots of in-context learning above all), runs
+    once; its key/value cache is then shared by all options, scored in one batch.
     """
     device = next(model.parameters()).device
-    heads = [prompt[:-1] for prompt in prompts]  # the last token goes with each option, below
-    width = max(len(h) for h in heads)
-    head_mask = [[0] * (width - len(h)) + [1] * len(h) for h in heads]
-    head = model(input_ids=torch.tensor([[pad_token_id] * (width - len(h)) + h for h in heads], device=device),
-                 attention_mask=torch.tensor(head_mask, device=device),
-                 position_ids=torch.tensor([[0] * (width - len(h)) + list(range(len(h))) for h in heads],
-                                           device=device),
-                 use_cache=True)
+    head = model(input_ids=torch.tensor([prompt[:-1]], device=device), use_cache=True)
     # transformers 5 names the cache ``cache`` (``past_key_values`` before), in and out alike.
     cache_argument = "cache" if "cache" in head else "past_key_values"
     cache = head[cache_argument]
-    rows = [(i, option) for i, row in enumerate(options) for option in row]
-    cache.batch_select_indices(torch.tensor([i for i, _ in rows], device=device))
-    # The prompt's last token starts each row: its logits score the option's first token.
-    tail = 1 + max(len(option) for _, option in rows)
-    ids = [[prompts[i][-1]] + option + [pad_token_id] * (tail - 1 - len(option)) for i, option in rows]
-    mask = [head_mask[i] + [1] * (1 + len(option)) + [0] * (tail - 1 - len(option)) for i, option in rows]
-    positions = [list(range(len(heads[i]), len(heads[i]) + tail)) for i, _ in rows]
-    logits = model(input_ids=torch.tensor(ids, device=device), attention_mask=torch.tensor(mask, device=device),
-                   position_ids=torch.tensor(positions, device=device), **{cache_argument: cache}).logits
+    cache.batch_repeat_interleave(len(options))
+    # The prompt's last token goes with each option: its logits score the option's first token.
+    width = 1 + max(len(o) for o in options)
+    ids = torch.tensor([[prompt[-1]] + o + [pad_token_id] * (width - 1 - len(o)) for o in options], device=device)
+    mask = torch.tensor([[1] * len(prompt) + [1] * len(o) + [0] * (width - 1 - len(o)) for o in options],
+                        device=device)
+    logits = model(input_ids=ids, attention_mask=mask, **{cache_argument: cache}).logits
     logprobs = torch.log_softmax(logits.float(), -1)
-    scores = [float(logprobs[r, torch.arange(len(option), device=device), torch.tensor(option, device=device)].sum())
-              for r, (_, option) in enumerate(rows)]
-    grouped, at = [], 0
-    for row in options:
-        grouped.append(scores[at:at + len(row)])
-        at += len(row)
-    return grouped
+    return [float(logprobs[row, torch.arange(len(o), device=device), torch.tensor(o, device=device)].sum())
+            for row, o in enumerate(options)]
+
