@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import click
+from click.core import ParameterSource
 
 from . import main, registry
 from .compose_command import search_progress
@@ -59,7 +60,7 @@ def demo(ctx, toy, fresh, seed, demo_home, size, family, target, shots, budget, 
     if toy and real:
         raise click.UsageError("--toy and --real exclude each other")
     if not toy:
-        given = [name for name in TOY_ONLY if ctx.get_parameter_source(name) == click.core.ParameterSource.COMMANDLINE]
+        given = [name for name in TOY_ONLY if ctx.get_parameter_source(name) == ParameterSource.COMMANDLINE]
         if given:
             raise click.UsageError(f"--{given[0].replace('_', '-')} goes with --toy (the real demo has fixed settings)")
         _real_demo(seed, fresh, as_json)
@@ -92,10 +93,9 @@ def demo(ctx, toy, fresh, seed, demo_home, size, family, target, shots, budget, 
 
 
 def _real_demo(seed: int, fresh: bool, as_json: bool) -> None:
-    from loramgr.examples.reallab.demo import COMPOSED, DEMO_TARGET, run_real_demo
-    from loramgr.examples.reallab.table import format_table
-
+    from loramgr.examples.reallab.demo import COMPOSED, DEMO_LAB, DEMO_TARGET, run_real_demo
     from loramgr.examples.reallab.sources import LabSourceError
+    from loramgr.examples.reallab.table import format_table
 
     say = (lambda _: None) if as_json else (lambda text: click.echo(text, err=True))
     try:
@@ -108,8 +108,8 @@ def _real_demo(seed: int, fresh: bool, as_json: bool) -> None:
     click.echo(f"\nHeld-out BIG-Bench Hard task {DEMO_TARGET}, 5 shots (seed {seed}); exact match on unseen "
                "examples (option accuracy in brackets), search seconds:")
     click.echo(format_table(demo.table))
-    click.echo("\nOne target, one seed and 6 modules: a look, not a measure. The full table (22 modules, 8 targets x 3 "
-               "seeds) is in the README; `python benchmarks/real_lab.py` measures it.")
+    click.echo(f"\nOne target, one seed and {DEMO_LAB['modules']} modules: a look, not a measure. The full table "
+               "(22 modules, 8 targets x 3 seeds) is in the README; `python benchmarks/real_lab.py` measures it.")
     if demo.baselines_from is not None:
         click.echo(f"\nOnly '{COMPOSED}' ran now; the other rows are the first run's ({demo.baselines_from}). "
                    "--fresh scores them again.")
