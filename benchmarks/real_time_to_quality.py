@@ -38,7 +38,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch  # noqa: E402
 
-from time_to_quality import Config, Run, summary_lines  # noqa: E402
+from time_to_quality import Config, Run, summary_lines, wanted  # noqa: E402
 from loramgr.composer.examples import Example  # noqa: E402
 from loramgr.composer.gradient import search_weights_gradient  # noqa: E402
 from loramgr.composer.lora import load_lora  # noqa: E402
@@ -107,7 +107,7 @@ def bench_target(lab, target: str, args, model, tokenizer, adapters, summary) ->
             ref_run.accuracy = held_out(model, tokenizer, lab, target, adapters, ref_found, "lorahub")[0]
         references.append(ref_run)
         for config in CONFIGS:
-            if args.only and not _wanted(config.name, args.only):
+            if args.only and not wanted(config.name, args.only):
                 continue
             run, found = timed_search(config, model, adapters, batch, seed, goal, args.clock)
             if args.held_out:
@@ -144,7 +144,8 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--targets", default=None, help="comma-separated target tasks (default: all of the lab's)")
     parser.add_argument("--seeds", default="0,1,2", help="seeds of shot choice")
-    parser.add_argument("--only", default="", help="comma-separated words: run the configurations named with one (=NAME: that name only)")
+    parser.add_argument("--only", default="",
+                        help="comma-separated words: run the configurations named with one (=NAME: that name only)")
     parser.add_argument("--no-held-out", dest="held_out", action="store_false",
                         help="skip the held-out exact match (the searches only)")
     parser.add_argument("--slice", action="store_true", help="the CI test's 2-module slice: a smoke run")
@@ -176,11 +177,6 @@ def main(argv=None) -> int:
         print(line, flush=True)
     print(f"load average at the end: {os.getloadavg()[0]:.1f}")
     return 0
-
-
-def _wanted(name: str, words: list[str]) -> bool:
-    """Whether ``--only`` picks configuration ``name``: a word it contains, or ``=name`` exactly."""
-    return any(name == word[1:] if word.startswith("=") else word in name for word in words)
 
 
 if __name__ == "__main__":

@@ -205,7 +205,7 @@ def bench_target(lab, family: str, target, args, model, tokenizer, summary) -> l
         ref_run.accuracy = held_out_accuracy(model, tokenizer, adapters, "lorahub", ref_weights, None, test)
         references.append(ref_run)
         for config in CONFIGS:
-            if args.only and not _wanted(config.name, args.only):
+            if args.only and not wanted(config.name, args.only):
                 continue
             for mode in args.modes:
                 if config.name.endswith("(faithful)") and mode != "lorahub":
@@ -273,7 +273,8 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--clock", choices=sorted(CLOCKS), default="cpu",
                         help="cpu: this process's CPU seconds (steady on a busy machine); wall: wall clock")
-    parser.add_argument("--only", default="", help="comma-separated words: run the configurations named with one (=NAME: that name only)")
+    parser.add_argument("--only", default="",
+                        help="comma-separated words: run the configurations named with one (=NAME: that name only)")
     args = parser.parse_args()
     args.only = [w.strip() for w in args.only.split(",") if w.strip()]
     global CLOCK
@@ -305,8 +306,7 @@ def main() -> None:
     print(f"load average at the end: {os.getloadavg()[0]:.1f}")
 
 
-
-def _wanted(name: str, words: list[str]) -> bool:
+def wanted(name: str, words: list[str]) -> bool:
     """Whether ``--only`` picks configuration ``name``: a word it contains, or ``=name`` exactly."""
     return any(name == word[1:] if word.startswith("=") else word in name for word in words)
 

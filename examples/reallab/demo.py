@@ -48,15 +48,14 @@ def run_real_demo(*, seed: int = 0, say: Callable[[str], None] = lambda _m: None
     stored = baselines_file(lab, seed, device)
     composed = {COMPOSED: ComposeOptions(prompt_format=lab.config.prompt_format)}
     kept = None if fresh else _read_baselines(stored)
+    if kept is not None:
+        say(f"baselines: reusing the rows scored on the first run ({stored}); --fresh scores them again")
+    table = run_table(lab, seeds=(seed,), targets=[DEMO_TARGET], configurations=composed, device=device, say=say,
+                      baselines=kept is None)
     if kept is None:
-        table = run_table(lab, seeds=(seed,), targets=[DEMO_TARGET], configurations=composed, device=device, say=say)
         _write_baselines(stored, Table([r for r in table.rows if r.method != COMPOSED]))
         return RealDemo(table, None)
-    say(f"baselines: reusing the rows scored on the first run ({stored}); --fresh scores them again")
-    table = run_table(lab, seeds=(seed,), targets=[DEMO_TARGET], configurations=composed, device=device, say=say,
-                      baselines=False)
     return RealDemo(Table(kept.rows + table.rows), stored)
-
 
 def baselines_file(lab: RealLab, seed: int, device: str | None) -> Path:
     where = torch.device(device or default_device()).type

@@ -140,44 +140,39 @@ def run_table(lab: RealLab, *, seeds: Sequence[int] = (0, 1, 2), targets: Sequen
     table = Table()
     for target in lab.config.targets if targets is None else targets:
         split = lab.splits[target]
-        if not baselines:
-            for seed in seeds:
-                pairs = [{"input": s.input, "output": s.output} for s in sample_shots(split.shots, SHOTS, seed)]
-                for method, options in configurations.items():
-                    table.rows.append(_composed_row(model, tokenizer, lab, target, seed, method,
-                                                    _with(options, seed, fmt), candidates, pairs, say))
-                say(_seed_line(table, target, seed))
-            if after_target is not None:
-                after_target(table)
-            continue
-        say(f"{target}: scoring zero-shot, the uniform average and the oracle")
-        em, acc = evaluate(model, tokenizer, lab, target)
-        table.rows.append(Row(target, "zero-shot", None, em, acc))
-        with tempfile.TemporaryDirectory(prefix="loramgr-table-") as scratch:
-            uniform = merged_copy(model, export_weights(adapters, [1.0 / len(adapters)] * len(adapters), Path(scratch) / "u"))
-            table.rows.append(Row(target, "uniform", None, *evaluate(uniform, tokenizer, lab, target)))
-            del uniform
-        oracle = merged_copy(model, lab.oracle_dir(target))
-        table.rows.append(Row(target, "oracle", None, *evaluate(oracle, tokenizer, lab, target)))
-        del oracle
+        if baselines:
+            say(f"{target}: scoring zero-shot, the uniform average and the oracle")
+            em, acc = evaluate(model, tokenizer, lab, target)
+            table.rows.append(Row(target, "zero-shot", None, em, acc))
+            with tempfile.TemporaryDirectory(prefix="loramgr-table-") as scratch:
+                uniform = merged_copy(model, export_weights(adapters, [1.0 / len(adapters)] * len(adapters),
+                                                            Path(scratch) / "u"))
+                table.rows.append(Row(target, "uniform", None, *evaluate(uniform, tokenizer, lab, target)))
+                del uniform
+            oracle = merged_copy(model, lab.oracle_dir(target))
+            table.rows.append(Row(target, "oracle", None, *evaluate(oracle, tokenizer, lab, target)))
+            del oracle
         single_cache: dict[str, tuple[float, float | None]] = {}
         for seed in seeds:
             shots = sample_shots(split.shots, SHOTS, seed)
             pairs = [{"input": s.input, "output": s.output} for s in shots]
-            say(f"{target} seed {seed}: scoring in-context and the best single module")
-            table.rows.append(Row(target, "in-context", seed, *evaluate(model, tokenizer, lab, target, shots=shots)))
-            started = time.perf_counter()
-            batch = tokenize_examples(model, tokenizer, [_example(p) for p in pairs], prompt_format=fmt)
-            (best, loss), = shortlist(model, batch, candidates, k=1)
-            picked = time.perf_counter() - started
-            if best.label not in single_cache:
-                single_cache[best.label] = evaluate(merged_copy(model, best.path), tokenizer, lab, target)
-            table.rows.append(Row(target, "best single", seed, *single_cache[best.label], seconds=picked,
-                                  detail=best.label))
-            for method, options in {"lorahub": _with(LORAHUB, seed, fmt), **{
-                    name: _with(o, seed, fmt) for name, o in configurations.items()}}.items():
-                table.rows.append(_composed_row(model, tokenizer, lab, target, seed, method, options, candidates,
-                                                pairs, say))
+            searches = dict(configurations)
+            if baselines:
+                say(f"{target} seed {seed}: scoring in-context and the best single module")
+                table.rows.append(Row(target, "in-context", seed,
+                                      *evaluate(model, tokenizer, lab, target, shots=shots)))
+                started = time.perf_counter()
+                batch = tokenize_examples(model, tokenizer, [_example(p) for p in pairs], prompt_format=fmt)
+                (best, loss), = shortlist(model, batch, candidates, k=1)
+                picked = time.perf_counter() - started
+                if best.label not in single_cache:
+                    single_cache[best.label] = evaluate(merged_copy(model, best.path), tokenizer, lab, target)
+                table.rows.append(Row(target, "best single", seed, *single_cache[best.label], seconds=picked,
+                                      detail=best.label))
+                searches = {"lorahub": LORAHUB, **searches}
+            for method, options in searches.items():
+                table.rows.append(_composed_row(model, tokenizer, lab, target, seed, method,
+                                                _with(options, seed, fmt), candidates, pairs, say))
             say(_seed_line(table, target, seed))
         if after_target is not None:
             after_target(table)
