@@ -31,10 +31,10 @@ from loramgr.examples.reallab.build import LabConfig, build_reallab  # noqa: E40
 from loramgr.examples.reallab.table import Table, format_table, run_table  # noqa: E402
 
 CONFIGS = {
-    "default": ComposeOptions(),
-    "gradient": ComposeOptions(search="gradient", budget=20),
-    "gradient-block": ComposeOptions(search="gradient", granularity="block", budget=20),
-    "nevergrad-screen": ComposeOptions(search="nevergrad", screen=True, budget=40),
+    "default": ComposeOptions(),  # the per-block gradient search with early stopping
+    "ngopt": ComposeOptions(search="nevergrad"),  # the default before: NGOpt, screened, 40 evaluations
+    "gradient": ComposeOptions(search="gradient", granularity="module", budget=20, patience=0),
+    "gradient-block": ComposeOptions(search="gradient", granularity="block", budget=20, patience=0),
 }
 
 

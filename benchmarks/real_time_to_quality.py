@@ -23,6 +23,7 @@ idle cores), ``--clock wall`` for the wall clock.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import statistics
 import sys
@@ -53,10 +54,12 @@ BUDGET, BOUNDS, L1 = 40, (-1.5, 1.5), 0.05  # LoraHub's procedure
 GRADIENT_STEPS = 20  # as real_lab.py's gradient rows: a step is a forward and a backward
 CLOCKS = {"cpu": time.process_time, "wall": time.perf_counter}
 
-_DEFAULT = ComposeOptions()
+_DEFAULT = ComposeOptions()  # compose's defaults (the search itself is the gradient one)
 CONFIGS = [
-    Config("loramgr default (NGOpt w1 screened)", options=dict(
-        optimizer=_DEFAULT.optimizer, num_workers=_DEFAULT.workers, screen=_DEFAULT.screen, budget=_DEFAULT.budget)),
+    Config("loramgr default", "gradient", dict(granularity=_DEFAULT.granularity, budget=_DEFAULT.budget,
+                                                patience=_DEFAULT.stop_after, screen=_DEFAULT.screen)),
+    Config("NGOpt w1 screened (the default before)", options=dict(optimizer="NGOpt", num_workers=1, screen=True,
+                                                                  budget=BUDGET)),
     Config("gradient module", "gradient", dict(granularity="module", budget=GRADIENT_STEPS)),
     Config("gradient module no-screen", "gradient", dict(granularity="module", screen=False, budget=GRADIENT_STEPS)),
     Config("gradient block", "gradient", dict(granularity="block", budget=GRADIENT_STEPS)),
@@ -64,13 +67,16 @@ CONFIGS = [
 ]
 
 
-def timed_search(config: Config | None, model, adapters, batch, seed: int, target: float | None, clock):
+def timed_search(config: Config | None, model, adapters, batch, seed: int, target: float | None, clock,
+                 steps: int | None = None):
     """(run, result): one search, and when its best loss first came within float noise of ``target``.
     ``config=None`` is the reference: LoraHub's procedure."""
     reached: dict[str, float] = {}
+    trace: list[tuple[int, float, float]] = []
     started = clock()
 
     def callback(evaluations: int, best: float) -> None:
+        trace.append((evaluations, clock() - started, best))
         if target is not None and "seconds" not in reached and best <= target + 1e-4 * max(1.0, abs(target)):
             reached.update(seconds=clock() - started, evaluations=evaluations)
 
@@ -79,11 +85,13 @@ def timed_search(config: Config | None, model, adapters, batch, seed: int, targe
         found = search_weights(model, adapters, batch, mode="lorahub", optimizer="NGOpt", budget=BUDGET,
                                num_workers=1, screen=False, **common)
     elif config.kind == "gradient":
-        found = search_weights_gradient(model, adapters, batch, mode="delta", **config.options, **common)
+        options = dict(config.options, budget=steps) if steps else config.options
+        found = search_weights_gradient(model, adapters, batch, mode="delta", **options, **common)
     else:
         found = search_weights(model, adapters, batch, mode="delta", **config.options, **common)
     seconds = clock() - started
-    return Run(reached.get("seconds"), reached.get("evaluations"), seconds, found.evaluations, found.loss), found
+    return Run(reached.get("seconds"), reached.get("evaluations"), seconds, found.evaluations, found.loss,
+               trace=trace), found
 
 
 def held_out(model, tokenizer, lab, target: str, adapters, found, mode: str) -> tuple[float, float | None]:
@@ -109,7 +117,7 @@ def bench_target(lab, target: str, args, model, tokenizer, adapters, summary) ->
         for config in CONFIGS:
             if args.only and not wanted(config.name, args.only):
                 continue
-            run, found = timed_search(config, model, adapters, batch, seed, goal, args.clock)
+            run, found = timed_search(config, model, adapters, batch, seed, goal, args.clock, args.steps)
             if args.held_out:
                 run.accuracy = held_out(model, tokenizer, lab, target, adapters, found, "delta")[0]
                 run.accuracy_vs_reference = run.accuracy - ref_run.accuracy
@@ -117,6 +125,11 @@ def bench_target(lab, target: str, args, model, tokenizer, adapters, summary) ->
             run.time_ratio = (run.reach_seconds if run.reach_seconds is not None else run.seconds) / ref_run.seconds
             rows[config.name].append(run)
             summary[(config.name, "delta")].append(run)
+            if args.histories is not None:
+                args.histories.append(dict(config=config.name, target=target, seed=seed, goal=goal,
+                                           reference_seconds=ref_run.seconds, reference_loss=ref_run.loss,
+                                           seconds=run.seconds, loss=run.loss, accuracy=run.accuracy,
+                                           reference_accuracy=ref_run.accuracy, trace=run.trace))
         print(f"  {target} seed {seed}: reference {ref_run.seconds:.1f} s, loss {ref_run.loss:.4f}; " + "; ".join(
             f"{name} x{runs[-1].time_ratio:.3f} loss {runs[-1].loss:.4f}" for name, runs in rows.items()),
             file=sys.stderr, flush=True)
@@ -152,7 +165,13 @@ def main(argv=None) -> int:
     parser.add_argument("--clock", choices=sorted(CLOCKS), default="cpu")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     parser.add_argument("--device", default=None)
+    parser.add_argument("--steps", type=int, default=None, metavar="N",
+                        help=f"steps of every gradient configuration (default {GRADIENT_STEPS}, or its own)")
+    parser.add_argument("--histories", default=None, metavar="FILE",
+                        help="also write each run's trace (evaluations, seconds, best loss after each) to this "
+                             "JSON file, to study early stopping offline")
     args = parser.parse_args(argv)
+    histories_path, args.histories = args.histories, [] if args.histories else None
     if args.threads:
         torch.set_num_threads(args.threads)
     args.seeds = [int(s) for s in args.seeds.split(",")]
@@ -168,13 +187,15 @@ def main(argv=None) -> int:
     adapters = [load_lora(lab.module_dir(t), label=t) for t in lab.config.upstream]
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {clock_name} clock, load average "
           f"{os.getloadavg()[0]:.1f}; {len(adapters)} modules, {SHOTS} shots, {lab.config.prompt_format} format; "
-          f"gradient configurations: {GRADIENT_STEPS} steps, delta mode", flush=True)
+          f"gradient configurations: {args.steps or GRADIENT_STEPS} steps, delta mode", flush=True)
     summary: dict[tuple[str, str], list[Run]] = defaultdict(list)
     for target in args.targets.split(",") if args.targets else lab.config.targets:
         for line in bench_target(lab, target, args, model, tokenizer, adapters, summary):
             print(line, flush=True)
     for line in summary_lines("real model", summary):
         print(line, flush=True)
+    if histories_path:
+        Path(histories_path).write_text(json.dumps(args.histories, indent=1) + "\n")
     print(f"load average at the end: {os.getloadavg()[0]:.1f}")
     return 0
 

@@ -51,6 +51,7 @@ from loramgr.composer.gradient import search_weights_gradient  # noqa: E402
 from loramgr.composer.injection import inject_composite  # noqa: E402
 from loramgr.composer.lora import load_lora  # noqa: E402
 from loramgr.composer.objective import tokenize_examples  # noqa: E402
+from loramgr.composer.options import ComposeOptions  # noqa: E402
 from loramgr.composer.search import _metamodel_numpy_compat, search_weights  # noqa: E402
 from loramgr.examples.lab.build import build_lab  # noqa: E402
 from loramgr.examples.lab.evaluate import exact_match  # noqa: E402
@@ -67,6 +68,7 @@ class Config:
     options: dict = field(default_factory=dict)
 
 
+_DEFAULT = ComposeOptions()  # compose's defaults (the search itself is the gradient one)
 CONFIGS = [
     Config("NGOpt w1 no-screen (faithful)", options=dict(optimizer="NGOpt", num_workers=1, screen=False)),
     Config("NGOpt w1 screened", options=dict(optimizer="NGOpt", num_workers=1, screen=True)),
@@ -80,6 +82,8 @@ CONFIGS = [
     Config("gradient module", "gradient", dict(granularity="module")),
     Config("gradient block", "gradient", dict(granularity="block")),
     Config("gradient block patience 8", "gradient", dict(granularity="block", patience=8, tol=1e-3)),
+    Config("loramgr default", "gradient", dict(granularity=_DEFAULT.granularity, budget=_DEFAULT.budget,
+                                                patience=_DEFAULT.stop_after, screen=_DEFAULT.screen)),
 ]
 
 
@@ -94,6 +98,7 @@ class Run:
     loss_vs_reference: float = 0.0  # final loss minus this seed's reference's
     accuracy_vs_reference: float = 0.0
     time_ratio: float = 0.0  # time to the target (or the whole search) / the reference's search time
+    trace: list = field(default_factory=list)  # (evaluations, seconds, best loss) after each forward
 
 
 def reference_inputs(tokenizer, examples, *, seq2seq: bool) -> dict[str, torch.Tensor]:
@@ -145,12 +150,13 @@ def run_ours(config: Config, mode: str, model, adapters, batch, seed: int, targe
         if "seconds" not in reached and best <= target + 1e-4 * max(1.0, abs(target)):
             reached.update(seconds=CLOCK() - started, evaluations=evaluations)
 
+    options = dict(budget=BUDGET) | config.options  # a configuration may name its own budget
     if config.kind == "gradient":
-        found = search_weights_gradient(model, adapters, batch, mode=mode, budget=BUDGET, seed=seed, l1=L1,
-                                        bounds=BOUNDS, callback=callback, **config.options)
+        found = search_weights_gradient(model, adapters, batch, mode=mode, seed=seed, l1=L1, bounds=BOUNDS,
+                                        callback=callback, **options)
     else:
-        found = search_weights(model, adapters, batch, mode=mode, budget=BUDGET, seed=seed, l1=L1, bounds=BOUNDS,
-                               callback=callback, **config.options)
+        found = search_weights(model, adapters, batch, mode=mode, seed=seed, l1=L1, bounds=BOUNDS,
+                               callback=callback, **options)
     seconds = CLOCK() - started
     run = Run(reached.get("seconds"), reached.get("evaluations"), seconds, found.evaluations, found.loss)
     return run, found

@@ -250,7 +250,7 @@ def _examples(registry, examples, chosen: list[Candidate], options: ComposeOptio
 
 def _search(model, adapters: list[LoraWeights], batch, options: ComposeOptions, progress) -> SearchResult:
     common = dict(mode=options.mode, budget=options.budget, seed=options.seed, l1=options.l1, bounds=options.bounds,
-                  screen=options.screen, patience=options.patience, callback=progress)
+                  screen=options.screen, patience=options.stop_after, callback=progress)
     if options.search == "gradient":
         return search_weights_gradient(model, adapters, batch, granularity=options.granularity,
                                        learning_rate=options.learning_rate, **common)

@@ -3,6 +3,11 @@
 The CLI builds one from its flags (its choices and defaults come from here and ``choices``), the Python API
 takes one (or the same names as keywords), and the lineage of a composed adapter records it,
 so a composition can be run again from its lineage alone (``ComposeOptions.from_dict``).
+
+Settings whose default depends on the search (``budget``, ``granularity``, ``patience``, and the
+search itself) default to None and are filled in once, so what is recorded is what ran: the
+per-block gradient search with early stopping, unless ``search="nevergrad"`` or an ``optimizer``
+is named (a nevergrad setting) picks the gradient-free search.
 """
 
 from __future__ import annotations
@@ -11,8 +16,9 @@ import math
 import numbers
 from dataclasses import asdict, dataclass, fields
 
-from .choices import (DEFAULT_BOUNDS, DEFAULT_L1, DEFAULT_LEARNING_RATE, DEFAULT_OPTIMIZER, DEFAULT_PROMPT_FORMAT,
-                      DEFAULT_SHORTLIST, GRANULARITIES, MODES, PROMPT_FORMATS, SEARCHES)
+from .choices import (DEFAULT_BOUNDS, DEFAULT_BUDGETS, DEFAULT_GRANULARITIES, DEFAULT_L1, DEFAULT_LEARNING_RATE,
+                      DEFAULT_OPTIMIZER, DEFAULT_PATIENCE, DEFAULT_PROMPT_FORMAT, DEFAULT_SEARCH, DEFAULT_SHORTLIST,
+                      GRANULARITIES, MODES, PROMPT_FORMATS, SEARCHES)
 from .errors import CompositionError
 
 
@@ -21,27 +27,29 @@ class ComposeOptions:
     """How ``compose`` searches and merges.
 
     - ``shots``: examples used (per task when drawn from the registry); None = all given;
-    - ``budget``: evaluations (nevergrad) or forward+backward steps (gradient);
+    - ``search``: ``gradient`` (Adam on the weights, the default) or ``nevergrad`` (gradient-free,
+      LoraHub's; the default when an ``optimizer`` is named);
+    - ``budget``: forward+backward steps (gradient, default 20) or evaluations (nevergrad, 40);
     - ``mode``: ``delta`` (exact weighted sum of updates) or ``lorahub`` (factor-wise mix);
-    - ``search``: ``nevergrad`` (gradient-free, LoraHub's) or ``gradient`` (Adam on the weights);
     - ``optimizer``, ``workers``: the nevergrad optimizer and candidates per batched forward;
-    - ``granularity``, ``learning_rate``: gradient search only: one weight per module, or per
-      module and layer block;
+    - ``granularity``, ``learning_rate``: gradient search only: one weight per module and layer
+      block (the default), or per module;
     - ``l1``: LoraHub's ``l1 * mean|w|``; ``bounds``: the weights' range;
     - ``screen``: score the plain sum and each module alone first;
-    - ``patience``: stop after that many evaluations without gain (None: spend the budget);
+    - ``patience``: stop after that many steps or evaluations without gain; 0 spends the budget
+      (default: 5 for gradient, 0 for nevergrad);
     - ``rank``: re-compress the merged adapter to at most this rank;
     - ``prompt_format``: ``plain`` or ``chat`` (see ``composer.prompts``);
     - ``shortlist``: with a whole-hub pool, how many modules the search gets (top K alone).
     """
 
     shots: int | None = 5
-    budget: int = 40
+    budget: int | None = None
     mode: str = "delta"
-    search: str = "nevergrad"
-    optimizer: str = DEFAULT_OPTIMIZER
+    search: str | None = None
+    optimizer: str | None = None
     workers: int = 1
-    granularity: str = "module"
+    granularity: str | None = None
     learning_rate: float = DEFAULT_LEARNING_RATE
     l1: float = DEFAULT_L1
     bounds: tuple[float, float] = DEFAULT_BOUNDS
@@ -54,15 +62,16 @@ class ComposeOptions:
 
     def __post_init__(self):
         object.__setattr__(self, "bounds", tuple(self.bounds))
+        self._fill_search_defaults()
         _whole("budget", self.budget, 1)
         _whole("workers", self.workers, 1)
         _whole("seed", self.seed, 0)
         _whole("shortlist", self.shortlist, 1)
-        for name in ("shots", "patience", "rank"):
+        _whole("patience", self.patience, 0)
+        for name in ("shots", "rank"):
             if getattr(self, name) is not None:
                 _whole(name, getattr(self, name), 1)
         _choice("mode", self.mode, MODES)
-        _choice("search", self.search, SEARCHES)
         _choice("granularity", self.granularity, GRANULARITIES)
         _choice("prompt_format", self.prompt_format, PROMPT_FORMATS)
         if self.granularity != "module" and self.search != "gradient":
@@ -80,6 +89,28 @@ class ComposeOptions:
         if not isinstance(self.screen, bool):
             raise CompositionError(f"screen must be true or false, got {self.screen!r}")
 
+    def _fill_search_defaults(self) -> None:
+        """The search (named, or nevergrad when an optimizer is, else the default) and the
+        settings whose default is that search's own."""
+        search = self.search
+        if search is None:
+            search = "nevergrad" if self.optimizer is not None else DEFAULT_SEARCH
+        _choice("search", search, SEARCHES)
+        if search == "gradient" and self.optimizer is not None and self.optimizer != DEFAULT_OPTIMIZER:
+            raise CompositionError(f"optimizer {self.optimizer!r} is a nevergrad setting: it needs search "
+                                   "'nevergrad' (the gradient search uses Adam)")
+        filled = dict(search=search, optimizer=self.optimizer or DEFAULT_OPTIMIZER,
+                      budget=DEFAULT_BUDGETS[search] if self.budget is None else self.budget,
+                      granularity=self.granularity or DEFAULT_GRANULARITIES[search],
+                      patience=DEFAULT_PATIENCE[search] if self.patience is None else self.patience)
+        for name, value in filled.items():
+            object.__setattr__(self, name, value)
+
+    @property
+    def stop_after(self) -> int | None:
+        """The search functions' ``patience``: None when the whole budget is spent."""
+        return self.patience or None
+
     def to_dict(self) -> dict:
         data = asdict(self)
         data["bounds"] = list(self.bounds)
@@ -88,13 +119,21 @@ class ComposeOptions:
     @classmethod
     def from_dict(cls, data: dict) -> "ComposeOptions":
         """Options from ``to_dict()`` output (e.g. a lineage); unknown keys are ignored, so a
-        lineage written by a later version still reads."""
+        lineage written by a later version still reads, and one written before the default search
+        changed gets the settings it ran with (NGOpt, 40 evaluations, no early stop)."""
         known = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in data.items() if k in known})
+        given = {k: v for k, v in data.items() if k in known}
+        if given.get("search") is None or given.get("patience") is None:  # written by an earlier version
+            given = _EARLIER_DEFAULTS | {k: v for k, v in given.items() if v is not None}
+        return cls(**given)
 
     @classmethod
     def names(cls) -> tuple[str, ...]:
         return tuple(f.name for f in fields(cls))
+
+
+# What ComposeOptions() meant before the per-block gradient search became the default.
+_EARLIER_DEFAULTS = {"search": "nevergrad", "budget": 40, "granularity": "module", "patience": 0}
 
 
 def _whole(name: str, value, minimum: int) -> None:

@@ -23,6 +23,7 @@ from loramgr.composer.export import export_adapter
 from loramgr.composer.injection import inject_composite
 from loramgr.composer.lora import load_lora
 from loramgr.composer.objective import few_shot_loss, tokenize_examples
+from loramgr.composer.options import ComposeOptions
 from loramgr.hub.errors import InvalidArgument
 from loramgr.hub.registry import Registry
 from loramgr.hub.settings import Settings
@@ -82,7 +83,7 @@ def pick_target(lab: Lab, family: str, name: str | None) -> Target:
 
 
 def run_demo(home: Path, *, registry: Registry | None = None, size: str = "default", seed: int = 0,
-             family: str = "t5", target: str | None = None, shots: int = 5, budget: int = 40,
+             family: str = "t5", target: str | None = None, shots: int = 5, budget: int | None = None,
              say: Say = lambda _: None, progress=None) -> DemoReport:
     """Run the demo in ``home`` (lab, hub and outputs live there); ``registry`` overrides the
     demo's own hub. Raises ``LoramgrError`` subclasses for bad options."""
@@ -108,16 +109,18 @@ def run_demo(home: Path, *, registry: Registry | None = None, size: str = "defau
             registry.close()
 
 
-def _compose_and_compare(lab: Lab, registry, family: str, target: Target, *, home: Path, shots: int, budget: int,
-                         seed: int, seconds: dict, say: Say, progress) -> DemoReport:
+def _compose_and_compare(lab: Lab, registry, family: str, target: Target, *, home: Path, shots: int,
+                         budget: int | None, seed: int, seconds: dict, say: Say, progress) -> DemoReport:
     candidates = candidates_for_tasks(registry, target.module_tasks, base=lab.base_id(family))
+    options = ComposeOptions(shots=shots, budget=budget, mode="delta", seed=seed)  # compose's defaults otherwise
+    unit = "steps" if options.search == "gradient" else "evaluations"
     say(f"compose: {len(candidates)} candidates ({', '.join(c.ref for c in candidates)}), "
-        f"{shots} shots, budget {budget}")
+        f"{shots} shots, {options.search} search, up to {options.budget} {unit}")
     model, tokenizer = load_base_model(str(lab.base_dir(family)))
     started = time.perf_counter()
     output = home / "out" / target.name
     result: Composition = compose(model, candidates, read_examples(target.few_shot), tokenizer=tokenizer,
-                                  shots=shots, budget=budget, mode="delta", seed=seed, output=output,
+                                  options=options, output=output,
                                   name=f"lab/{adapter_name(target)}", task=target.name, registry=registry,
                                   base_model=lab.base_id(family), progress=progress, overwrite=True)
     seconds["compose"] = time.perf_counter() - started

@@ -191,7 +191,8 @@ def _composed_row(model, tokenizer, lab: RealLab, target: str, seed: int, method
         scores = evaluate(merged, tokenizer, lab, target)
         del merged
     return Row(target, method, seed, *scores, seconds=result.search.seconds,
-               detail=f"loss {result.loss:.4f} (base {result.base_loss:.4f})")
+               detail=f"loss {result.loss:.4f} (base {result.base_loss:.4f}), {result.search.evaluations} evaluations"
+                      + (", stopped early" if result.search.stopped_early else ""))
 
 
 def _seed_line(table: Table, target: str, seed: int) -> str:

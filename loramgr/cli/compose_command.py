@@ -15,7 +15,8 @@ from . import main, registry
 from .output import emit_json, json_option, print_table, quiet_libraries
 
 # Light modules (no torch): the flags' choices and defaults come from the library itself.
-from loramgr.composer.choices import GRANULARITIES, MODES, PROMPT_FORMATS, SEARCHES
+from loramgr.composer.choices import (DEFAULT_BUDGETS, DEFAULT_OPTIMIZER, DEFAULT_PATIENCE, DEFAULT_SEARCH,
+                                      GRANULARITIES, MODES, PROMPT_FORMATS, SEARCHES)
 from loramgr.composer.options import ComposeOptions
 
 _DEFAULTS = ComposeOptions().to_dict()
@@ -31,6 +32,8 @@ def search_progress(budget: int, *, quiet: bool):
 
     with tqdm(total=budget, desc="compose", unit="eval", file=sys.stderr, leave=False) as bar:
         def update(done: int, best: float) -> None:
+            if done > bar.total:  # the screen's forwards come on top of a gradient search's steps
+                bar.total = done
             bar.update(done - bar.n)
             bar.set_postfix(best_loss=f"{best:.4f}")
         yield update
@@ -54,13 +57,14 @@ def search_progress(budget: int, *, quiet: bool):
 @click.option("--prompt-format", type=click.Choice(PROMPT_FORMATS), default=_DEFAULTS["prompt_format"],
               show_default=True, help="How a causal LM is shown each input: plain text, or the tokenizer's chat "
                                       "template (use the format the modules were trained with).")
-@click.option("--budget", type=click.IntRange(min=1), default=_DEFAULTS["budget"], show_default=True,
-              help="Candidate weight vectors to score (nevergrad) or descent steps (gradient).")
-@click.option("--search", "search_kind", type=click.Choice(SEARCHES), default=_DEFAULTS["search"],
-              show_default=True, help="nevergrad: gradient-free, as LoraHub; gradient: Adam on the weights, one "
-                                      "forward+backward per step.")
-@click.option("--granularity", type=click.Choice(GRANULARITIES), default=_DEFAULTS["granularity"],
-              show_default=True, help="With --search gradient: one weight per module, or per module and layer block.")
+@click.option("--budget", type=click.IntRange(min=1),
+              help="Descent steps (gradient; default {gradient}) or candidate weight vectors to score "
+                   "(nevergrad; default {nevergrad}).".format(**DEFAULT_BUDGETS))
+@click.option("--search", "search_kind", type=click.Choice(SEARCHES),
+              help=f"gradient: Adam on the weights, one forward+backward per step; nevergrad: gradient-free, as "
+                   f"LoraHub (the default when --optimizer is given).  [default: {DEFAULT_SEARCH}]")
+@click.option("--granularity", type=click.Choice(GRANULARITIES),
+              help="With --search gradient: one weight per module and layer block (the default), or per module.")
 @click.option("--mode", type=click.Choice(MODES), default=_DEFAULTS["mode"], show_default=True,
               help="delta: exact weighted sum of updates (any ranks); lorahub: factor-wise mix (equal shapes).")
 @click.option("--rank", "--max-rank", "rank", type=click.IntRange(min=1),
@@ -68,7 +72,8 @@ def search_progress(budget: int, *, quiet: bool):
                    "serving stack's max LoRA rank; the truncation error is reported.")
 @click.option("--seed", type=click.IntRange(min=0), default=_DEFAULTS["seed"], show_default=True,
               help="Seeds the example choice and the search.")
-@click.option("--optimizer", default=_DEFAULTS["optimizer"], show_default=True, help="A nevergrad optimizer name.")
+@click.option("--optimizer", help="A nevergrad optimizer name (implies --search nevergrad).  "
+                                   f"[default: {DEFAULT_OPTIMIZER}]")
 @click.option("--workers", type=click.IntRange(min=1), default=_DEFAULTS["workers"], show_default=True,
               help="Candidates scored per batched forward.")
 @click.option("--l1", type=click.FloatRange(min=0), default=_DEFAULTS["l1"], show_default=True,
@@ -76,8 +81,9 @@ def search_progress(budget: int, *, quiet: bool):
 @click.option("--screen/--no-screen", default=_DEFAULTS["screen"], show_default=True,
               help="Spend the first evaluations on the plain sum and on each candidate alone, then search on "
                    "from the best (--no-screen: LoraHub's plain start from w = 0).")
-@click.option("--patience", type=click.IntRange(min=1),
-              help="Stop after this many evaluations without a better loss (default: spend the budget).")
+@click.option("--patience", type=click.IntRange(min=0),
+              help="Stop after this many steps or evaluations without a better loss; 0 spends the whole "
+                   "budget (default: {gradient} for gradient, {nevergrad} for nevergrad).".format(**DEFAULT_PATIENCE))
 @click.option("--name", metavar="NS/NAME", help="Register the result in the hub as a composed version.")
 @click.option("--task", help="The task of the registered result (default: the tasks' names when the examples "
                              "are theirs, else 'composed').")
@@ -92,15 +98,17 @@ def compose(ctx, tasks, refs, all_adapters, shortlist, base, model, examples, sh
             report, device, as_json):
     """Compose a new LoRA adapter from existing ones, LoraHub-style.
 
-    Scores weighted combinations of the candidate modules by the base model's loss on a few
-    examples (gradient-free search with nevergrad, or a gradient on the weights), then merges
-    the best into ONE ordinary PEFT adapter.
+    Fits weights for a combination of the candidate modules to the base model's loss on a few
+    examples (by default a gradient on one weight per module and layer block, with early
+    stopping; or gradient-free search with nevergrad, as LoraHub), then merges the best into
+    ONE ordinary PEFT adapter.
 
     \b
     Examples:
       loramgr compose --tasks reverse,upper --shots 5 --name lab/rev-up
       loramgr compose --adapters acme/a --adapters acme/b --examples few.jsonl -o out/ab
       loramgr compose --all --base org/base --examples few.jsonl --name acme/new --task new
+      loramgr compose --tasks a,b --optimizer NGOpt --no-screen --mode lorahub   # LoraHub's procedure
     """
     from loramgr.composer.compose import REGISTERED, compose as run_compose
 
@@ -113,7 +121,7 @@ def compose(ctx, tasks, refs, all_adapters, shortlist, base, model, examples, sh
                              rank=rank, seed=seed, prompt_format=prompt_format, shortlist=shortlist)
     quiet_libraries()
     hub = registry(ctx)
-    with search_progress(budget, quiet=as_json) as progress:
+    with search_progress(options.budget, quiet=as_json) as progress:
         result = run_compose(model, examples=examples or REGISTERED, options=options, registry=hub,
                              tasks=tasks.split(",") if tasks else None, adapters=list(refs) or None,
                              all_adapters=all_adapters, base=base, name=name, task=task, output=output,

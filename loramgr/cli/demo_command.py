@@ -8,6 +8,7 @@ from click.core import ParameterSource
 from . import main, registry
 from .compose_command import search_progress
 from .output import emit_json, json_option, print_table, quiet_libraries
+from loramgr.composer.options import ComposeOptions
 
 
 # Options of the toy lab only; the real demo refuses them rather than ignore them.
@@ -30,7 +31,8 @@ TOY_ONLY = ("demo_home", "size", "family", "target", "shots", "budget", "registe
 @click.option("--target", help="--toy: held-out target task (default: the first union task).")
 @click.option("--shots", type=click.IntRange(min=1), default=5, show_default=True,
               help="--toy: examples to compose from.")
-@click.option("--budget", type=click.IntRange(min=1), default=40, show_default=True, help="--toy: search budget.")
+@click.option("--budget", type=click.IntRange(min=1),
+              help="--toy: search budget (default: compose's, 20 gradient steps).")
 @click.option("--register", is_flag=True,
               help="--toy: register the lab's modules and the composed adapter in YOUR registry, not the demo's.")
 @click.option("--real", is_flag=True, hidden=True)  # the default now; kept so older scripts still run
@@ -72,7 +74,7 @@ def demo(ctx, toy, fresh, seed, demo_home, size, family, target, shots, budget, 
     settings = ctx.find_root().obj
     home = demo_home or settings.home / "demo"
     say = (lambda _: None) if as_json else (lambda text: click.echo(text, err=True))
-    with search_progress(budget, quiet=as_json) as progress:
+    with search_progress(ComposeOptions(budget=budget).budget, quiet=as_json) as progress:
         report = run_demo(home, registry=registry(ctx) if register else None, size=size, seed=seed, family=family,
                           target=target, shots=shots, budget=budget, say=say, progress=progress)
     if as_json:

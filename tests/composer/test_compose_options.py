@@ -29,11 +29,37 @@ def test_the_light_constants_match_the_modules_that_implement_them():
 
 @pytest.mark.parametrize("bad", [dict(budget=0), dict(workers=0), dict(mode="sum"), dict(search="grid"),
                                  dict(prompt_format="xml"), dict(l1=-1.0), dict(l1=float("nan")),
-                                 dict(bounds=(0.5, 1.0)), dict(granularity="block"), dict(shots=0),
-                                 dict(seed=-1), dict(budget=True), dict(patience=0), dict(screen="yes")])
+                                 dict(bounds=(0.5, 1.0)), dict(search="nevergrad", granularity="block"),
+                                 dict(optimizer="CMA", granularity="block"), dict(search="gradient", optimizer="CMA"),
+                                 dict(shots=0), dict(seed=-1), dict(budget=True), dict(patience=-1),
+                                 dict(screen="yes")])
 def test_options_are_validated_once_at_the_boundary(bad):
     with pytest.raises(CompositionError):
         ComposeOptions(**bad)
+
+
+def test_each_search_gets_its_own_defaults_and_naming_an_optimizer_picks_nevergrad():
+    default = ComposeOptions()
+    assert (default.search, default.granularity, default.budget, default.patience) == ("gradient", "block", 20, 5)
+    assert default.stop_after == 5
+    faithful = ComposeOptions(optimizer="NGOpt", screen=False, workers=1, mode="lorahub")  # LoraHub's procedure
+    assert (faithful.search, faithful.granularity, faithful.budget, faithful.patience) == ("nevergrad", "module", 40, 0)
+    assert faithful.stop_after is None  # the whole budget
+    assert ComposeOptions(search="nevergrad") == ComposeOptions(optimizer="NGOpt")
+    assert ComposeOptions(search="gradient", patience=0).stop_after is None
+    assert ComposeOptions(budget=7).budget == 7 and ComposeOptions(search="nevergrad", patience=3).patience == 3
+
+
+def test_a_lineage_written_before_the_default_changed_runs_as_it_ran_then():
+    # what to_dict() wrote when nevergrad was the default: patience None meant "spend the budget"
+    earlier = {"shots": 5, "budget": 40, "mode": "delta", "search": "nevergrad", "optimizer": "NGOpt", "workers": 1,
+               "granularity": "module", "patience": None, "seed": 3}
+    assert ComposeOptions.from_dict(earlier) == ComposeOptions(search="nevergrad", seed=3)
+    gradient = earlier | {"search": "gradient", "budget": 20, "granularity": "block"}
+    assert ComposeOptions.from_dict(gradient).patience == 0  # no early stop, as then
+    assert ComposeOptions.from_dict({"shots": 2}).search == "nevergrad"  # from before there was a choice
+    new = ComposeOptions(seed=3)
+    assert ComposeOptions.from_dict(json.loads(json.dumps(new.to_dict()))) == new
 
 
 def test_options_round_trip_through_a_dict_and_ignore_unknown_keys():
@@ -56,7 +82,7 @@ def test_library_compose_by_tasks_with_registered_examples_and_run_again_from_li
     details = version.lineage.details
     assert version.task == "reverse+upper"  # the examples are the sources' own
     assert details["shots"] == 4 and details["examples_source"] == REGISTERED and len(details["examples"]) == 4
-    assert details["options"]["budget"] == 6 and len(details["history"]) == 6
+    assert details["options"]["budget"] == 6 and len(details["history"]) == 3 + 6  # the screen, then the steps
     assert [h["best"] for h in details["history"]] == sorted((h["best"] for h in details["history"]), reverse=True)
 
     again = compose_again(registry, "lab/ru", model=str(llama_dir))
