@@ -6,9 +6,9 @@ in brackets) per target and as the mean over targets, with the median search tim
 
 Run from the repository root:
     python benchmarks/real_lab.py [--seeds 0,1,2] [--targets a,b] [--json FILE] [--device cuda]
-    python benchmarks/real_lab.py --configs default,gradient,gradient-block   # loramgr variants
+    python benchmarks/real_lab.py --configs default,ngopt,gradient   # loramgr variants
     python benchmarks/real_lab.py --json F --resume   # skip the targets F already holds, add the rest
-    python benchmarks/real_lab.py --json F --add-configs gradient-block   # new loramgr rows beside F's
+    python benchmarks/real_lab.py --json F --add-configs no-screen   # new loramgr rows beside F's
 """
 
 from __future__ import annotations
@@ -31,10 +31,10 @@ from loramgr.examples.reallab.build import LabConfig, build_reallab  # noqa: E40
 from loramgr.examples.reallab.table import Table, format_table, run_table  # noqa: E402
 
 CONFIGS = {
-    "default": ComposeOptions(),  # the per-block gradient search with early stopping
+    "default": ComposeOptions(),  # the per-block gradient search, screened, 20 steps
     "ngopt": ComposeOptions(search="nevergrad"),  # the default before: NGOpt, screened, 40 evaluations
-    "gradient": ComposeOptions(search="gradient", granularity="module", budget=20, patience=0),
-    "gradient-block": ComposeOptions(search="gradient", granularity="block", budget=20, patience=0),
+    "gradient": ComposeOptions(search="gradient", granularity="module"),  # one weight per module
+    "no-screen": ComposeOptions(screen=False),  # the default search from w = 0
 }
 
 

@@ -13,7 +13,6 @@ DEFAULT_PROMPT_FORMAT = "plain"
 DEFAULT_SEARCH = "gradient"
 DEFAULT_BUDGETS = {"nevergrad": 40, "gradient": 20}  # evaluations; forward+backward steps
 DEFAULT_GRANULARITIES = {"nevergrad": "module", "gradient": "block"}
-DEFAULT_PATIENCE = {"nevergrad": 0, "gradient": 5}  # 0: spend the whole budget
 DEFAULT_OPTIMIZER = "NGOpt"  # LoraHub's choice
 DEFAULT_BOUNDS = (-1.5, 1.5)  # LoraHub's
 DEFAULT_L1 = 0.05  # LoraHub's

@@ -4,10 +4,10 @@ The CLI builds one from its flags (its choices and defaults come from here and `
 takes one (or the same names as keywords), and the lineage of a composed adapter records it,
 so a composition can be run again from its lineage alone (``ComposeOptions.from_dict``).
 
-Settings whose default depends on the search (``budget``, ``granularity``, ``patience``, and the
-search itself) default to None and are filled in once, so what is recorded is what ran: the
-per-block gradient search with early stopping, unless ``search="nevergrad"`` or an ``optimizer``
-is named (a nevergrad setting) picks the gradient-free search.
+Settings whose default depends on the search (``budget``, ``granularity``, and the search itself)
+default to None and are filled in once, so what is recorded is what ran: the per-block gradient
+search, unless ``search="nevergrad"`` or an ``optimizer`` is named (a nevergrad setting) picks the
+gradient-free search.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import numbers
 from dataclasses import asdict, dataclass, fields
 
 from .choices import (DEFAULT_BOUNDS, DEFAULT_BUDGETS, DEFAULT_GRANULARITIES, DEFAULT_L1, DEFAULT_LEARNING_RATE,
-                      DEFAULT_OPTIMIZER, DEFAULT_PATIENCE, DEFAULT_PROMPT_FORMAT, DEFAULT_SEARCH, DEFAULT_SHORTLIST,
+                      DEFAULT_OPTIMIZER, DEFAULT_PROMPT_FORMAT, DEFAULT_SEARCH, DEFAULT_SHORTLIST,
                       GRANULARITIES, MODES, PROMPT_FORMATS, SEARCHES)
 from .errors import CompositionError
 
@@ -36,8 +36,8 @@ class ComposeOptions:
       block (the default), or per module;
     - ``l1``: LoraHub's ``l1 * mean|w|``; ``bounds``: the weights' range;
     - ``screen``: score the plain sum and each module alone first;
-    - ``patience``: stop after that many steps or evaluations without gain; 0 spends the budget
-      (default: 5 for gradient, 0 for nevergrad);
+    - ``patience``: stop after that many steps or evaluations without gain; 0 (the default) or
+      None spends the whole budget;
     - ``rank``: re-compress the merged adapter to at most this rank;
     - ``prompt_format``: ``plain`` or ``chat`` (see ``composer.prompts``);
     - ``shortlist``: with a whole-hub pool, how many modules the search gets (top K alone).
@@ -54,7 +54,7 @@ class ComposeOptions:
     l1: float = DEFAULT_L1
     bounds: tuple[float, float] = DEFAULT_BOUNDS
     screen: bool = True
-    patience: int | None = None
+    patience: int | None = 0
     rank: int | None = None
     seed: int = 0
     prompt_format: str = DEFAULT_PROMPT_FORMAT
@@ -102,7 +102,7 @@ class ComposeOptions:
         filled = dict(search=search, optimizer=self.optimizer or DEFAULT_OPTIMIZER,
                       budget=DEFAULT_BUDGETS[search] if self.budget is None else self.budget,
                       granularity=self.granularity or DEFAULT_GRANULARITIES[search],
-                      patience=DEFAULT_PATIENCE[search] if self.patience is None else self.patience)
+                      patience=0 if self.patience is None else self.patience)
         for name, value in filled.items():
             object.__setattr__(self, name, value)
 

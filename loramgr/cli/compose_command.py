@@ -15,7 +15,7 @@ from . import main, registry
 from .output import emit_json, json_option, print_table, quiet_libraries
 
 # Light modules (no torch): the flags' choices and defaults come from the library itself.
-from loramgr.composer.choices import (DEFAULT_BUDGETS, DEFAULT_OPTIMIZER, DEFAULT_PATIENCE, DEFAULT_SEARCH,
+from loramgr.composer.choices import (DEFAULT_BUDGETS, DEFAULT_OPTIMIZER, DEFAULT_SEARCH,
                                       GRANULARITIES, MODES, PROMPT_FORMATS, SEARCHES)
 from loramgr.composer.options import ComposeOptions
 
@@ -81,9 +81,8 @@ def search_progress(budget: int, *, quiet: bool):
 @click.option("--screen/--no-screen", default=_DEFAULTS["screen"], show_default=True,
               help="Spend the first evaluations on the plain sum and on each candidate alone, then search on "
                    "from the best (--no-screen: LoraHub's plain start from w = 0).")
-@click.option("--patience", type=click.IntRange(min=0),
-              help="Stop after this many steps or evaluations without a better loss; 0 spends the whole "
-                   "budget (default: {gradient} for gradient, {nevergrad} for nevergrad).".format(**DEFAULT_PATIENCE))
+@click.option("--patience", type=click.IntRange(min=0), default=_DEFAULTS["patience"], show_default=True,
+              help="Stop after this many steps or evaluations without a better loss; 0 spends the whole budget.")
 @click.option("--name", metavar="NS/NAME", help="Register the result in the hub as a composed version.")
 @click.option("--task", help="The task of the registered result (default: the tasks' names when the examples "
                              "are theirs, else 'composed').")

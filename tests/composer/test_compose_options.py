@@ -40,13 +40,13 @@ def test_options_are_validated_once_at_the_boundary(bad):
 
 def test_each_search_gets_its_own_defaults_and_naming_an_optimizer_picks_nevergrad():
     default = ComposeOptions()
-    assert (default.search, default.granularity, default.budget, default.patience) == ("gradient", "block", 20, 5)
-    assert default.stop_after == 5
+    assert (default.search, default.granularity, default.budget, default.patience) == ("gradient", "block", 20, 0)
+    assert default.stop_after is None and ComposeOptions(patience=None) == default
     faithful = ComposeOptions(optimizer="NGOpt", screen=False, workers=1, mode="lorahub")  # LoraHub's procedure
     assert (faithful.search, faithful.granularity, faithful.budget, faithful.patience) == ("nevergrad", "module", 40, 0)
     assert faithful.stop_after is None  # the whole budget
     assert ComposeOptions(search="nevergrad") == ComposeOptions(optimizer="NGOpt")
-    assert ComposeOptions(search="gradient", patience=0).stop_after is None
+    assert ComposeOptions(search="gradient", patience=4).stop_after == 4
     assert ComposeOptions(budget=7).budget == 7 and ComposeOptions(search="nevergrad", patience=3).patience == 3
 
 
