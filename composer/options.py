@@ -124,7 +124,7 @@ class ComposeOptions:
         known = {f.name for f in fields(cls)}
         given = {k: v for k, v in data.items() if k in known}
         if given.get("search") is None or given.get("patience") is None:  # written by an earlier version
-            given = _EARLIER_DEFAULTS | {k: v for k, v in given.items() if v is not None}
+            given = given | {k: v for k, v in _EARLIER_DEFAULTS.items() if given.get(k) is None}
         return cls(**given)
 
     @classmethod

@@ -55,6 +55,7 @@ def test_a_lineage_written_before_the_default_changed_runs_as_it_ran_then():
     earlier = {"shots": 5, "budget": 40, "mode": "delta", "search": "nevergrad", "optimizer": "NGOpt", "workers": 1,
                "granularity": "module", "patience": None, "seed": 3}
     assert ComposeOptions.from_dict(earlier) == ComposeOptions(search="nevergrad", seed=3)
+    assert ComposeOptions.from_dict(earlier | {"shots": None}).shots is None  # None there still means all given
     gradient = earlier | {"search": "gradient", "budget": 20, "granularity": "block"}
     assert ComposeOptions.from_dict(gradient).patience == 0  # no early stop, as then
     assert ComposeOptions.from_dict({"shots": 2}).search == "nevergrad"  # from before there was a choice
