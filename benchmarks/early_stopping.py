@@ -1,9 +1,9 @@
 """Early stopping, studied offline: where would ``--patience P --tol T`` have stopped each search
 of a ``real_time_to_quality.py --histories FILE`` run, at what loss, and how long after its start?
 
-    python benchmarks/real_time_to_quality.py --seeds 0 --no-held-out --steps 30 \\
-        --only "=gradient block,=gradient block no-screen" --histories runs.json
-    python benchmarks/early_stopping.py runs.json [--patience 3,4,5,6,8] [--tol 1e-3,1e-2]
+    python benchmarks/real_time_to_quality.py --seeds 0 --no-held-out --steps 20 \\
+        --only "=gradient block" --histories runs.json
+    python benchmarks/early_stopping.py runs.json [--patience 2,3,4,5,6,8] [--tol 1e-4,1e-3,1e-2]
 
 A search without patience is deterministic, so its trace (the best loss after each forward, with
 the time it came) holds every shorter search as a prefix: stopping is replayed with the rule of

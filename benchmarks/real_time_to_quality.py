@@ -39,12 +39,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch  # noqa: E402
 
-from time_to_quality import Config, Run, summary_lines, wanted  # noqa: E402
+from time_to_quality import LORAMGR_DEFAULT, Config, Run, summary_lines, wanted  # noqa: E402
 from loramgr.composer.examples import Example  # noqa: E402
 from loramgr.composer.gradient import search_weights_gradient  # noqa: E402
 from loramgr.composer.lora import load_lora  # noqa: E402
 from loramgr.composer.objective import tokenize_examples  # noqa: E402
-from loramgr.composer.options import ComposeOptions  # noqa: E402
 from loramgr.composer.search import search_weights  # noqa: E402
 from loramgr.examples.reallab.build import LabConfig, build_reallab, load_base, slice_config  # noqa: E402
 from loramgr.examples.reallab.table import SHOTS, evaluate, export_weights, merged_copy  # noqa: E402
@@ -54,10 +53,8 @@ BUDGET, BOUNDS, L1 = 40, (-1.5, 1.5), 0.05  # LoraHub's procedure
 GRADIENT_STEPS = 20  # as real_lab.py's gradient rows: a step is a forward and a backward
 CLOCKS = {"cpu": time.process_time, "wall": time.perf_counter}
 
-_DEFAULT = ComposeOptions()  # compose's defaults (the search itself is the gradient one)
 CONFIGS = [
-    Config("loramgr default", "gradient", dict(granularity=_DEFAULT.granularity, budget=_DEFAULT.budget,
-                                                patience=_DEFAULT.stop_after, screen=_DEFAULT.screen)),
+    LORAMGR_DEFAULT,
     Config("NGOpt w1 screened (the default before)", options=dict(optimizer="NGOpt", num_workers=1, screen=True,
                                                                   budget=BUDGET)),
     Config("gradient module", "gradient", dict(granularity="module", budget=GRADIENT_STEPS)),

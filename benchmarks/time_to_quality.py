@@ -69,6 +69,9 @@ class Config:
 
 
 _DEFAULT = ComposeOptions()  # compose's defaults (the search itself is the gradient one)
+# compose at its defaults, as the gradient search's arguments; real_time_to_quality.py runs it too
+LORAMGR_DEFAULT = Config("loramgr default", "gradient", dict(granularity=_DEFAULT.granularity, budget=_DEFAULT.budget,
+                                                              patience=_DEFAULT.stop_after, screen=_DEFAULT.screen))
 CONFIGS = [
     Config("NGOpt w1 no-screen (faithful)", options=dict(optimizer="NGOpt", num_workers=1, screen=False)),
     Config("NGOpt w1 screened", options=dict(optimizer="NGOpt", num_workers=1, screen=True)),
@@ -82,8 +85,7 @@ CONFIGS = [
     Config("gradient module", "gradient", dict(granularity="module")),
     Config("gradient block", "gradient", dict(granularity="block")),
     Config("gradient block patience 8", "gradient", dict(granularity="block", patience=8, tol=1e-3)),
-    Config("loramgr default", "gradient", dict(granularity=_DEFAULT.granularity, budget=_DEFAULT.budget,
-                                                patience=_DEFAULT.stop_after, screen=_DEFAULT.screen)),
+    LORAMGR_DEFAULT,
 ]
 
 
