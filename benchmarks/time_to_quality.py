@@ -71,7 +71,8 @@ class Config:
 _DEFAULT = ComposeOptions()  # compose's defaults (the search itself is the gradient one)
 # compose at its defaults, as the gradient search's arguments; real_time_to_quality.py runs it too
 LORAMGR_DEFAULT = Config("loramgr default", "gradient", dict(granularity=_DEFAULT.granularity, budget=_DEFAULT.budget,
-                                                              patience=_DEFAULT.stop_after, screen=_DEFAULT.screen))
+                                                              patience=_DEFAULT.stop_after, screen=_DEFAULT.screen,
+                                                              screen_top=_DEFAULT.screen_top))
 CONFIGS = [
     Config("NGOpt w1 no-screen (faithful)", options=dict(optimizer="NGOpt", num_workers=1, screen=False)),
     Config("NGOpt w1 screened", options=dict(optimizer="NGOpt", num_workers=1, screen=True)),

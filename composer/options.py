@@ -17,7 +17,8 @@ import numbers
 from dataclasses import asdict, dataclass, fields
 
 from .choices import (DEFAULT_BOUNDS, DEFAULT_BUDGETS, DEFAULT_GRANULARITIES, DEFAULT_L1, DEFAULT_LEARNING_RATE,
-                      DEFAULT_OPTIMIZER, DEFAULT_PROMPT_FORMAT, DEFAULT_SEARCH, DEFAULT_SHORTLIST,
+                      DEFAULT_OPTIMIZER, DEFAULT_PROMPT_FORMAT, DEFAULT_SCREEN_TOP, DEFAULT_SEARCH,
+                      DEFAULT_SHORTLIST,
                       GRANULARITIES, MODES, PROMPT_FORMATS, SEARCHES)
 from .errors import CompositionError
 
@@ -36,6 +37,9 @@ class ComposeOptions:
       block (the default), or per module;
     - ``l1``: LoraHub's ``l1 * mean|w|``; ``bounds``: the weights' range;
     - ``screen``: score the plain sum and each module alone first;
+    - ``screen_top``: gradient search in delta mode: the screen scores alone only the K modules
+      whose loss falls fastest from w = 0 (one forward and backward ranks them all; default 1);
+      0 scores every module alone (the nevergrad search and lorahub mode always do);
     - ``patience``: stop after that many steps or evaluations without gain; 0 (the default) or
       None spends the whole budget;
     - ``rank``: re-compress the merged adapter to at most this rank;
@@ -54,6 +58,7 @@ class ComposeOptions:
     l1: float = DEFAULT_L1
     bounds: tuple[float, float] = DEFAULT_BOUNDS
     screen: bool = True
+    screen_top: int | None = None
     patience: int | None = 0
     rank: int | None = None
     seed: int = 0
@@ -99,7 +104,14 @@ class ComposeOptions:
         if search == "gradient" and self.optimizer is not None and self.optimizer != DEFAULT_OPTIMIZER:
             raise CompositionError(f"optimizer {self.optimizer!r} is a nevergrad setting: it needs search "
                                    "'nevergrad' (the gradient search uses Adam)")
-        filled = dict(search=search, optimizer=self.optimizer or DEFAULT_OPTIMIZER,
+        slopes = search == "gradient" and self.mode == "delta"
+        if self.screen_top is not None:
+            _whole("screen_top", self.screen_top, 0)
+            if self.screen_top and not slopes:
+                raise CompositionError("screen_top needs search 'gradient' in mode 'delta': the slopes at w = 0 "
+                                       "that rank the modules come from its backward pass (lorahub's are 0)")
+        screen_top = self.screen_top if self.screen_top is not None else DEFAULT_SCREEN_TOP if slopes else 0
+        filled = dict(search=search, screen_top=screen_top, optimizer=self.optimizer or DEFAULT_OPTIMIZER,
                       budget=DEFAULT_BUDGETS[search] if self.budget is None else self.budget,
                       granularity=self.granularity or DEFAULT_GRANULARITIES[search],
                       patience=0 if self.patience is None else self.patience)
@@ -125,6 +137,8 @@ class ComposeOptions:
         given = {k: v for k, v in data.items() if k in known}
         if given.get("search") is None or given.get("patience") is None:  # written by an earlier version
             given = given | {k: v for k, v in _EARLIER_DEFAULTS.items() if given.get(k) is None}
+        if given.get("screen_top") is None:  # written before the slope screen: every module was screened
+            given["screen_top"] = 0
         return cls(**given)
 
     @classmethod

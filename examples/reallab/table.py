@@ -41,6 +41,7 @@ from .build import RealLab, load_base
 from .evaluate import exact_match, option_accuracy
 from .sources import BASE_ID
 from .tasks import sample_shots
+from .train import fast_matmuls
 
 SHOTS = 5
 LORAHUB = ComposeOptions(mode="lorahub", optimizer="NGOpt", budget=40, screen=False, workers=1, l1=0.05)
@@ -108,7 +109,7 @@ def evaluate(model, tokenizer, lab: RealLab, target: str, *, shots=()) -> tuple[
     """(exact match, option accuracy) of ``model`` on ``target``'s unseen test examples."""
     test = lab.splits[target].test
     fmt = lab.config.prompt_format
-    with torch.autocast(next(model.parameters()).device.type, dtype=torch.bfloat16):
+    with fast_matmuls(next(model.parameters()).device):
         em = exact_match(model, tokenizer, test, prompt_format=fmt, shots=shots)
         acc = option_accuracy(model, tokenizer, test, prompt_format=fmt, shots=shots)
     return em, acc

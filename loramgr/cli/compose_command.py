@@ -15,7 +15,7 @@ from . import main, registry
 from .output import emit_json, json_option, print_table, quiet_libraries
 
 # Light modules (no torch): the flags' choices and defaults come from the library itself.
-from loramgr.composer.choices import (DEFAULT_BUDGETS, DEFAULT_OPTIMIZER, DEFAULT_SEARCH,
+from loramgr.composer.choices import (DEFAULT_BUDGETS, DEFAULT_OPTIMIZER, DEFAULT_SCREEN_TOP, DEFAULT_SEARCH,
                                       GRANULARITIES, MODES, PROMPT_FORMATS, SEARCHES)
 from loramgr.composer.options import ComposeOptions
 
@@ -81,6 +81,10 @@ def search_progress(budget: int, *, quiet: bool):
 @click.option("--screen/--no-screen", default=_DEFAULTS["screen"], show_default=True,
               help="Spend the first evaluations on the plain sum and on each candidate alone, then search on "
                    "from the best (--no-screen: LoraHub's plain start from w = 0).")
+@click.option("--screen-top", type=click.IntRange(min=0), metavar="K",
+              help="Gradient search, delta mode: the screen scores alone only the K candidates whose loss falls "
+                   "fastest from w = 0 (one forward and backward ranks them all); 0 scores every candidate alone, "
+                   f"as the nevergrad search and lorahub mode do.  [default: {DEFAULT_SCREEN_TOP}]")
 @click.option("--patience", type=click.IntRange(min=0), default=_DEFAULTS["patience"], show_default=True,
               help="Stop after this many steps or evaluations without a better loss; 0 spends the whole budget.")
 @click.option("--name", metavar="NS/NAME", help="Register the result in the hub as a composed version.")
@@ -93,8 +97,8 @@ def search_progress(budget: int, *, quiet: bool):
 @json_option
 @click.pass_context
 def compose(ctx, tasks, refs, all_adapters, shortlist, base, model, examples, shots, prompt_format, budget,
-            search_kind, granularity, mode, rank, seed, optimizer, workers, l1, screen, patience, name, task, output,
-            report, device, as_json):
+            search_kind, granularity, mode, rank, seed, optimizer, workers, l1, screen, screen_top, patience, name,
+            task, output, report, device, as_json):
     """Compose a new LoRA adapter from existing ones, LoraHub-style.
 
     Fits weights for a combination of the candidate modules to the base model's loss on a few
@@ -116,7 +120,8 @@ def compose(ctx, tasks, refs, all_adapters, shortlist, base, model, examples, sh
     if examples is None and not tasks:
         raise click.UsageError("--examples is needed with --adapters and --all")
     options = ComposeOptions(shots=shots, budget=budget, mode=mode, search=search_kind, optimizer=optimizer,
-                             workers=workers, granularity=granularity, l1=l1, screen=screen, patience=patience,
+                             workers=workers, granularity=granularity, l1=l1, screen=screen, screen_top=screen_top,
+                             patience=patience,
                              rank=rank, seed=seed, prompt_format=prompt_format, shortlist=shortlist)
     quiet_libraries()
     hub = registry(ctx)

