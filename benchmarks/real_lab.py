@@ -31,8 +31,8 @@ from loramgr.examples.reallab.build import LabConfig, build_reallab  # noqa: E40
 from loramgr.examples.reallab.table import Table, format_table, run_table  # noqa: E402
 
 CONFIGS = {
-    "default": ComposeOptions(),  # the per-block gradient search, slope-screened (top 3), 20 steps
-    "full-screen": ComposeOptions(screen_top=0),  # the default before: every module screened alone
+    "default": ComposeOptions(),  # the per-block gradient search, screened, 20 steps
+    "slope-screen": ComposeOptions(screen_top=1),  # the screen: the plain sum and the steepest module alone
     "ngopt": ComposeOptions(search="nevergrad"),  # the default before: NGOpt, screened, 40 evaluations
     "gradient": ComposeOptions(search="gradient", granularity="module"),  # one weight per module
     "no-screen": ComposeOptions(screen=False),  # the default search from w = 0

@@ -59,7 +59,6 @@ CONFIGS = [
                                                                   budget=BUDGET)),
     Config("gradient module", "gradient", dict(granularity="module", budget=GRADIENT_STEPS)),
     Config("gradient module no-screen", "gradient", dict(granularity="module", screen=False, budget=GRADIENT_STEPS)),
-    # the default before the slope screen: every module scored alone first
     Config("gradient block", "gradient", dict(granularity="block", budget=GRADIENT_STEPS)),
     Config("gradient block no-screen", "gradient", dict(granularity="block", screen=False, budget=GRADIENT_STEPS)),
     Config("gradient block slope-screen 3", "gradient", dict(granularity="block", screen_top=3, budget=GRADIENT_STEPS)),

@@ -38,8 +38,8 @@ class ComposeOptions:
     - ``l1``: LoraHub's ``l1 * mean|w|``; ``bounds``: the weights' range;
     - ``screen``: score the plain sum and each module alone first;
     - ``screen_top``: gradient search in delta mode: the screen scores alone only the K modules
-      whose loss falls fastest from w = 0 (one forward and backward ranks them all; default 1);
-      0 scores every module alone (the nevergrad search and lorahub mode always do);
+      whose loss falls fastest from w = 0 (one forward and backward ranks them all);
+      0 (the default) scores every module alone (as the nevergrad search and lorahub mode always do);
     - ``patience``: stop after that many steps or evaluations without gain; 0 (the default) or
       None spends the whole budget;
     - ``rank``: re-compress the merged adapter to at most this rank;

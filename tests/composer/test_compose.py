@@ -43,8 +43,8 @@ def test_exported_adapter_reproduces_the_searched_loss(family, registry, tmp_pat
     examples = [Example(i, o) for i, o in ROWS_A[:3] + ROWS_B[:3]]
     result = compose(str(base_dir), ["lab/reverse", "lab/upper"], examples, shots=None, budget=12, seed=1,
                      output=tmp_path / "out", name="lab/composed", registry=registry)
-    # the default search: the screen (plain sum, the steepest module alone), then 12 gradient steps
-    assert result.search.evaluations == 2 + 12 and len(result.weights) == 2
+    # the default search: the screen (plain sum, each module alone), then 12 gradient steps
+    assert result.search.evaluations == 3 + 12 and len(result.weights) == 2
 
     auto = AutoModelForSeq2SeqLM if family == "t5" else AutoModelForCausalLM
     tokenizer = AutoTokenizer.from_pretrained(base_dir)
@@ -73,15 +73,16 @@ def test_same_seed_same_weights_and_bytes(registry, llama_dir, tmp_path):
 
 
 
-def test_the_default_screen_scores_alone_only_the_steepest_candidate(llama_dir, tmp_path):
+def test_screen_top_scores_alone_only_the_steepest_candidates(llama_dir, tmp_path):
     folders = [factories.make_lora(llama_dir, tmp_path / f"m{seed}", seed=seed, init_scale=0.3) for seed in range(5)]
     examples = [Example(i, o) for i, o in ROWS_A]
-    result = compose(str(llama_dir), [str(f) for f in folders], examples, shots=None, budget=2, output=tmp_path / "out")
+    result = compose(str(llama_dir), [str(f) for f in folders], examples, shots=None, budget=2, screen_top=1,
+                     output=tmp_path / "out")
     screened = [e.weights for e in result.search.history[:2]]
     assert screened[0] == (1.0,) * 5 and sum(screened[1]) == 1.0 and max(screened[1]) == 1.0
     assert result.search.evaluations == 1 + 1 + 2  # the plain sum, one alone, 2 steps
     assert result.lineage().details["options"]["screen_top"] == 1
-    for top, alone in ((3, 3), (0, 5)):
+    for top, alone in ((3, 3), (None, 5)):  # the default screens every one
         run = compose(str(llama_dir), [str(f) for f in folders], examples, shots=None, budget=2, screen_top=top)
         assert run.search.evaluations == 1 + alone + 2
 

@@ -84,7 +84,7 @@ def test_library_compose_by_tasks_with_registered_examples_and_run_again_from_li
     details = version.lineage.details
     assert version.task == "reverse+upper"  # the examples are the sources' own
     assert details["shots"] == 4 and details["examples_source"] == REGISTERED and len(details["examples"]) == 4
-    assert details["options"]["budget"] == 6 and len(details["history"]) == 2 + 6  # the screen, then the steps
+    assert details["options"]["budget"] == 6 and len(details["history"]) == 3 + 6  # the screen, then the steps
     assert [h["best"] for h in details["history"]] == sorted((h["best"] for h in details["history"]), reverse=True)
 
     again = compose_again(registry, "lab/ru", model=str(llama_dir))
