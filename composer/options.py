@@ -18,8 +18,7 @@ from dataclasses import asdict, dataclass, fields
 
 from .choices import (DEFAULT_BOUNDS, DEFAULT_BUDGETS, DEFAULT_GRANULARITIES, DEFAULT_L1, DEFAULT_LEARNING_RATE,
                       DEFAULT_OPTIMIZER, DEFAULT_PROMPT_FORMAT, DEFAULT_SCREEN_TOP, DEFAULT_SEARCH,
-                      DEFAULT_SHORTLIST,
-                      GRANULARITIES, MODES, PROMPT_FORMATS, SEARCHES)
+                      DEFAULT_SHORTLIST, GRANULARITIES, MODES, PROMPT_FORMATS, SEARCHES)
 from .errors import CompositionError
 
 
@@ -110,7 +109,8 @@ class ComposeOptions:
             if self.screen_top and not slopes:
                 raise CompositionError("screen_top needs search 'gradient' in mode 'delta': the slopes at w = 0 "
                                        "that rank the modules come from its backward pass (lorahub's are 0)")
-        screen_top = self.screen_top if self.screen_top is not None else DEFAULT_SCREEN_TOP if slopes else 0
+        # Only the gradient search in delta mode has slopes to rank by; the others screen every module.
+        screen_top = self.screen_top if self.screen_top is not None else (DEFAULT_SCREEN_TOP if slopes else 0)
         filled = dict(search=search, screen_top=screen_top, optimizer=self.optimizer or DEFAULT_OPTIMIZER,
                       budget=DEFAULT_BUDGETS[search] if self.budget is None else self.budget,
                       granularity=self.granularity or DEFAULT_GRANULARITIES[search],

@@ -121,8 +121,7 @@ def compose(ctx, tasks, refs, all_adapters, shortlist, base, model, examples, sh
         raise click.UsageError("--examples is needed with --adapters and --all")
     options = ComposeOptions(shots=shots, budget=budget, mode=mode, search=search_kind, optimizer=optimizer,
                              workers=workers, granularity=granularity, l1=l1, screen=screen, screen_top=screen_top,
-                             patience=patience,
-                             rank=rank, seed=seed, prompt_format=prompt_format, shortlist=shortlist)
+                             patience=patience, rank=rank, seed=seed, prompt_format=prompt_format, shortlist=shortlist)
     quiet_libraries()
     hub = registry(ctx)
     with search_progress(options.budget, quiet=as_json) as progress:

@@ -72,7 +72,6 @@ def test_same_seed_same_weights_and_bytes(registry, llama_dir, tmp_path):
         assert (tmp_path / "run0" / name).read_bytes() == (tmp_path / "run1" / name).read_bytes()
 
 
-
 def test_screen_top_scores_alone_only_the_steepest_candidates(llama_dir, tmp_path):
     folders = [factories.make_lora(llama_dir, tmp_path / f"m{seed}", seed=seed, init_scale=0.3) for seed in range(5)]
     examples = [Example(i, o) for i, o in ROWS_A]
@@ -85,6 +84,7 @@ def test_screen_top_scores_alone_only_the_steepest_candidates(llama_dir, tmp_pat
     for top, alone in ((3, 3), (None, 5)):  # the default screens every one
         run = compose(str(llama_dir), [str(f) for f in folders], examples, shots=None, budget=2, screen_top=top)
         assert run.search.evaluations == 1 + alone + 2
+
 
 @pytest.fixture
 def cli(home):
