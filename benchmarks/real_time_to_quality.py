@@ -63,6 +63,16 @@ CONFIGS = [
     Config("gradient block no-screen", "gradient", dict(granularity="block", screen=False, budget=GRADIENT_STEPS)),
     Config("gradient block slope-screen 3", "gradient", dict(granularity="block", screen_top=3, budget=GRADIENT_STEPS)),
     Config("gradient block slope-screen 1", "gradient", dict(granularity="block", screen_top=1, budget=GRADIENT_STEPS)),
+    # Stochastic steps: each step back-propagates k of the 5 shots (a fifth of the cost at k = 1); every
+    # pass over the shots ends with one forward of all 5, the only losses the search keeps.
+    Config("gradient block slope-1 1 shot/step", "gradient", dict(granularity="block", screen_top=1,
+                                                                   shots_per_step=1, budget=GRADIENT_STEPS)),
+    Config("gradient block slope-1 2 shots/step", "gradient", dict(granularity="block", screen_top=1,
+                                                                    shots_per_step=2, budget=GRADIENT_STEPS)),
+    Config("gradient block slope-1 1 shot/step lr 0.1", "gradient",
+           dict(granularity="block", screen_top=1, shots_per_step=1, learning_rate=0.1, budget=GRADIENT_STEPS)),
+    Config("gradient block 1 shot/step", "gradient", dict(granularity="block", shots_per_step=1,
+                                                          budget=GRADIENT_STEPS)),
 ]
 
 
@@ -84,7 +94,9 @@ def timed_search(config: Config | None, model, adapters, batch, seed: int, targe
         found = search_weights(model, adapters, batch, mode="lorahub", optimizer="NGOpt", budget=BUDGET,
                                num_workers=1, screen=False, **common)
     elif config.kind == "gradient":
-        options = dict(config.options, budget=steps) if steps else config.options
+        options = dict(config.options, budget=steps) if steps else dict(config.options)
+        if options.get("shots_per_step"):  # as many passes over the shots as full steps elsewhere
+            options["budget"] *= -(-SHOTS // options["shots_per_step"])
         found = search_weights_gradient(model, adapters, batch, mode="delta", **options, **common)
     else:
         found = search_weights(model, adapters, batch, mode="delta", **config.options, **common)

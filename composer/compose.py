@@ -253,7 +253,8 @@ def _search(model, adapters: list[LoraWeights], batch, options: ComposeOptions, 
                   screen=options.screen, patience=options.stop_after, callback=progress)
     if options.search == "gradient":
         return search_weights_gradient(model, adapters, batch, granularity=options.granularity,
-                                       learning_rate=options.learning_rate, screen_top=options.screen_top, **common)
+                                       learning_rate=options.learning_rate, screen_top=options.screen_top,
+                                       shots_per_step=options.shots_per_step, **common)
     return search_weights(model, adapters, batch, optimizer=options.optimizer, num_workers=options.workers, **common)
 
 

@@ -28,7 +28,8 @@ from torch import nn
 from .errors import CompositionError
 from .injection import InjectedLora, inject_composite
 from .lora import LoraWeights
-from .objective import DEFAULT_L1, FewShotBatch, Objective, Score, few_shot_losses, few_shot_losses_with_grad
+from .objective import (DEFAULT_L1, FewShotBatch, Objective, Score, few_shot_losses, few_shot_losses_with_grad,
+                        split_batch)
 from .search import (DEFAULT_BOUNDS, DEFAULT_TOL, Evaluation, SearchResult, _check_arguments, _check_patience,
                      _check_rescored, screening_points)
 
@@ -49,7 +50,8 @@ def search_weights_gradient(model: nn.Module, adapters: Sequence[LoraWeights], e
                             mode: str = "lorahub", budget: int = 40, seed: int = 0, l1: float = DEFAULT_L1,
                             bounds: tuple[float, float] = DEFAULT_BOUNDS, granularity: str = "module",
                             learning_rate: float = DEFAULT_LEARNING_RATE, screen: bool = True,
-                            screen_top: int | None = None, patience: int | None = None,
+                            screen_top: int | None = None, shots_per_step: int | None = None,
+                            patience: int | None = None,
                             tol: float = DEFAULT_TOL,
                             callback: Callable[[int, float], None] | None = None) -> SearchResult:
     """Fit weights for ``adapters`` by gradient descent on the few-shot loss + ``l1 * mean|w|``.
@@ -62,7 +64,11 @@ def search_weights_gradient(model: nn.Module, adapters: Sequence[LoraWeights], e
     whose loss falls fastest from ``w = 0``: one forward and backward at 0 gives every adapter's
     slope there, so the screen's forward holds ``K + 1`` candidates instead of ``n + 1`` (None or
     0: every adapter). The best point scored wins, ``w = 0`` included; it is re-scored on its
-    own. ``patience`` stops after that many steps without a gain above ``tol``. There is
+    own. ``shots_per_step=k`` makes the steps stochastic: each back-propagates the next ``k``
+    examples only (``split_batch``; about ``k / examples`` of a full step's cost), and after every
+    pass over them one forward scores the point on all examples, the only losses kept (history,
+    callback, the winner); ``budget`` then counts these small steps. ``patience`` stops after that
+    many kept losses without a gain above ``tol``. There is
     nothing random: ``seed`` is recorded, and the same inputs give the same weights.
 
     ``granularity="block"`` fits one weight per adapter and layer block (see ``layer_block``);
@@ -104,27 +110,37 @@ def search_weights_gradient(model: nn.Module, adapters: Sequence[LoraWeights], e
                          requires_grad=True)
         best_matrix = np.repeat(best_matrix[:, None], len(blocks), axis=1)
         descent = torch.optim.Adam([W], lr=learning_rate)
+        groups = split_batch(examples_batch, shots_per_step) if shots_per_step else [examples_batch]
         stalled, reference, steps = 0, best.loss, 0
         low, high = bounds
-        for steps in range(1, budget + 1):
-            descent.zero_grad(set_to_none=True)
-            composite.set_weight_tensors(_per_module(W, column))
-            task = few_shot_losses_with_grad(model, examples_batch)[0]
-            loss = task + l1 * W.abs().mean()
-            loss.backward()
-            values = W.detach().cpu().double().numpy()
-            score = Score(float(task.detach()) + _l1_of(values, l1), float(task.detach()))
+
+        def record(values: np.ndarray, task: float) -> bool:
+            """Keep the point if it is the best yet; True when patience says stop."""
+            nonlocal best_matrix, best, stalled, reference
+            score = Score(task + _l1_of(values, l1), task)
             history.append(Evaluation(tuple(values.flatten().tolist()), score.loss, score.task_loss))
             if score.loss < best.loss:
                 best_matrix, best = values, score
             stalled, reference = (0, best.loss) if best.loss < reference - tol else (stalled + 1, reference)
             if callback is not None:
                 callback(len(history), best.loss)
-            if patience is not None and stalled >= patience:
+            return patience is not None and stalled >= patience
+
+        for steps in range(1, budget + 1):
+            descent.zero_grad(set_to_none=True)
+            composite.set_weight_tensors(_per_module(W, column))
+            task = few_shot_losses_with_grad(model, groups[(steps - 1) % len(groups)])[0]
+            (task + l1 * W.abs().mean()).backward()
+            if len(groups) == 1 and record(W.detach().cpu().double().numpy(), float(task.detach())):
                 break
             descent.step()
             with torch.no_grad():
                 W.clamp_(low, high)  # projection back into the bounds
+            if len(groups) > 1 and (steps % len(groups) == 0 or steps == budget):
+                # A group's loss is not the objective: score the point on every example, once a pass.
+                values = W.detach().cpu().double().numpy()
+                if record(values, _task_loss_at(composite, values, column, examples_batch)):
+                    break
         final = _rescore(objective, composite, best_matrix, column, examples_batch, l1)
     _check_rescored(best.loss, final.loss)
     block_weights = module_weights = None
@@ -185,16 +201,21 @@ def _l1_of(values: np.ndarray, l1: float) -> float:
     return float(l1 * np.abs(values).mean())
 
 
+def _task_loss_at(composite: InjectedLora, matrix: np.ndarray, column: dict[str, int], batch: FewShotBatch) -> float:
+    """The few-shot loss (no L1) at the ``n x blocks`` weights, without autograd."""
+    device = next(iter(composite.model.parameters())).device
+    with torch.no_grad():
+        composite.set_weight_tensors(_per_module(torch.tensor(matrix, dtype=torch.float32, device=device), column))
+    return float(few_shot_losses(composite.model, batch)[0])
+
+
 def _rescore(objective: Objective, composite: InjectedLora, matrix: np.ndarray, column: dict[str, int],
              batch: FewShotBatch, l1: float) -> Score:
     """The objective at the winner, scored alone without autograd: by the ordinary in-place
     path when one weight per adapter was fitted, so the search and export agree with it."""
     if matrix.shape[1] == 1:
         return objective.score(matrix[:, 0])
-    device = next(iter(composite.model.parameters())).device
-    with torch.no_grad():
-        composite.set_weight_tensors(_per_module(torch.tensor(matrix, dtype=torch.float32, device=device), column))
-    task = float(few_shot_losses(composite.model, batch)[0])
+    task = _task_loss_at(composite, matrix, column, batch)
     return Score(task + _l1_of(matrix, l1), task)
 
 

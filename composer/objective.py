@@ -72,6 +72,37 @@ class FewShotBatch:
         return inputs
 
 
+def split_batch(batch: FewShotBatch, size: int) -> list[FewShotBatch]:
+    """The batch's examples in consecutive groups of ``size`` (the last may hold fewer), each a
+    batch of its own whose loss is the mean over its own label tokens. Packed examples are cut
+    at the positions where their position ids restart; padded ones by row.
+
+    Raises ``CompositionError`` for a size below 1.
+    """
+    if isinstance(size, bool) or not isinstance(size, int) or size < 1:
+        raise CompositionError(f"the examples per group must be a whole number >= 1, got {size!r}")
+    if batch.is_encoder_decoder or batch.size > 1:
+        return [_rows(batch, slice(start, start + size)) for start in range(0, batch.size, size)]
+    starts = (batch.inputs["position_ids"][0] == 0).nonzero().flatten().tolist() \
+        if "position_ids" in batch.inputs else [0]
+    ends = starts[1:] + [batch.inputs["input_ids"].shape[1]]
+    return [_segment(batch, starts[i], ends[min(i + size, len(starts)) - 1]) for i in range(0, len(starts), size)]
+
+
+def _rows(batch: FewShotBatch, rows: slice) -> FewShotBatch:
+    inputs = {key: value[rows] for key, value in batch.inputs.items()}
+    return FewShotBatch(inputs, batch.labels[rows], batch.is_encoder_decoder, batch.logits_to_keep)
+
+
+def _segment(batch: FewShotBatch, start: int, end: int) -> FewShotBatch:
+    """Positions ``start:end`` of a packed row (whole examples, so nothing attends across the cut)."""
+    inputs = {key: value[:, start:end] for key, value in batch.inputs.items()}
+    if batch.logits_to_keep is None:
+        return FewShotBatch(inputs, batch.labels[:, start:end], False)
+    inside = (batch.logits_to_keep >= start) & (batch.logits_to_keep < end)
+    return FewShotBatch(inputs, batch.labels[:, inside], False, batch.logits_to_keep[inside] - start)
+
+
 def _repeat(t: torch.Tensor, times: int) -> torch.Tensor:
     return t if times == 1 else t.repeat(times, *([1] * (t.ndim - 1)))
 

@@ -39,6 +39,9 @@ class ComposeOptions:
     - ``screen_top``: gradient search in delta mode: the screen scores alone only the K modules
       whose loss falls fastest from w = 0 (one forward and backward ranks them all);
       0 (the default) scores every module alone (as the nevergrad search and lorahub mode always do);
+    - ``shots_per_step``: gradient search only: back-propagate that many examples per step, in
+      turn, and score every example once per pass over them (the only losses kept); None (the
+      default) uses every example at every step;
     - ``patience``: stop after that many steps or evaluations without gain; 0 (the default) or
       None spends the whole budget;
     - ``rank``: re-compress the merged adapter to at most this rank;
@@ -58,6 +61,7 @@ class ComposeOptions:
     bounds: tuple[float, float] = DEFAULT_BOUNDS
     screen: bool = True
     screen_top: int | None = None
+    shots_per_step: int | None = None
     patience: int | None = 0
     rank: int | None = None
     seed: int = 0
@@ -72,7 +76,7 @@ class ComposeOptions:
         _whole("seed", self.seed, 0)
         _whole("shortlist", self.shortlist, 1)
         _whole("patience", self.patience, 0)
-        for name in ("shots", "rank"):
+        for name in ("shots", "rank", "shots_per_step"):
             if getattr(self, name) is not None:
                 _whole(name, getattr(self, name), 1)
         _choice("mode", self.mode, MODES)
@@ -81,6 +85,9 @@ class ComposeOptions:
         if self.granularity != "module" and self.search != "gradient":
             raise CompositionError("granularity 'block' needs search 'gradient': only a gradient fits one "
                                    "weight per module and layer block cheaply")
+        if self.shots_per_step is not None and self.search != "gradient":
+            raise CompositionError("shots_per_step needs search 'gradient': the nevergrad search has no steps to "
+                                   "split")
         for name in ("l1", "learning_rate"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value) or value < 0:

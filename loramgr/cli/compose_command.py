@@ -85,6 +85,9 @@ def search_progress(budget: int, *, quiet: bool):
               help="Gradient search, delta mode: the screen scores alone only the K candidates whose loss falls "
                    "fastest from w = 0 (one forward and backward ranks them all); 0 scores every candidate alone, "
                    f"as the nevergrad search and lorahub mode do.  [default: {DEFAULT_SCREEN_TOP}]")
+@click.option("--shots-per-step", type=click.IntRange(min=1), metavar="K",
+              help="Gradient search: back-propagate K examples per step, in turn (a step costs about K/shots of "
+                   "one on all), and score every example once per pass over them.  [default: all]")
 @click.option("--patience", type=click.IntRange(min=0), default=_DEFAULTS["patience"], show_default=True,
               help="Stop after this many steps or evaluations without a better loss; 0 spends the whole budget.")
 @click.option("--name", metavar="NS/NAME", help="Register the result in the hub as a composed version.")
@@ -97,8 +100,8 @@ def search_progress(budget: int, *, quiet: bool):
 @json_option
 @click.pass_context
 def compose(ctx, tasks, refs, all_adapters, shortlist, base, model, examples, shots, prompt_format, budget,
-            search_kind, granularity, mode, rank, seed, optimizer, workers, l1, screen, screen_top, patience, name,
-            task, output, report, device, as_json):
+            search_kind, granularity, mode, rank, seed, optimizer, workers, l1, screen, screen_top, shots_per_step,
+            patience, name, task, output, report, device, as_json):
     """Compose a new LoRA adapter from existing ones, LoraHub-style.
 
     Fits weights for a combination of the candidate modules to the base model's loss on a few
@@ -121,7 +124,8 @@ def compose(ctx, tasks, refs, all_adapters, shortlist, base, model, examples, sh
         raise click.UsageError("--examples is needed with --adapters and --all")
     options = ComposeOptions(shots=shots, budget=budget, mode=mode, search=search_kind, optimizer=optimizer,
                              workers=workers, granularity=granularity, l1=l1, screen=screen, screen_top=screen_top,
-                             patience=patience, rank=rank, seed=seed, prompt_format=prompt_format, shortlist=shortlist)
+                             shots_per_step=shots_per_step, patience=patience, rank=rank, seed=seed,
+                             prompt_format=prompt_format, shortlist=shortlist)
     quiet_libraries()
     hub = registry(ctx)
     with search_progress(options.budget, quiet=as_json) as progress:

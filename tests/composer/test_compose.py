@@ -86,6 +86,17 @@ def test_screen_top_scores_alone_only_the_steepest_candidates(llama_dir, tmp_pat
         assert run.search.evaluations == 1 + alone + 2
 
 
+def test_shots_per_step_back_propagates_a_group_and_scores_every_example_once_a_pass(llama_dir, tmp_path):
+    folders = [factories.make_lora(llama_dir, tmp_path / f"m{seed}", seed=seed, init_scale=0.3) for seed in range(3)]
+    examples = [Example(i, o) for i, o in ROWS_A[:4]]  # groups of 2: 2 steps a pass
+    result = compose(str(llama_dir), [str(f) for f in folders], examples, shots=None, budget=6, shots_per_step=2,
+                     output=tmp_path / "out")
+    assert result.search.evaluations == 1 + 3 + 6 // 2  # the plain sum, 3 alone, one full forward per pass
+    assert result.lineage().details["options"]["shots_per_step"] == 2
+    every = compose(str(llama_dir), [str(f) for f in folders], examples, shots=None, budget=6)
+    assert every.search.evaluations == 1 + 3 + 6 and every.lineage().details["options"]["shots_per_step"] is None
+
+
 @pytest.fixture
 def cli(home):
     runner = CliRunner()
@@ -101,6 +112,9 @@ def test_cli_compose_from_tasks_uses_registered_examples(cli, registry, llama_di
     assert [m["source"] for m in data["modules"]] == ["lab/reverse@1", "lab/upper@1"]
     assert data["examples"] == 4 and 3 < data["evaluations"] <= 3 + 6  # the screen, then up to 6 steps
     assert data["version"]["ref"] == "lab/ru@1"
+    stochastic = json.loads(cli("compose", "--tasks", "reverse,upper", "--model", llama_dir, "--shots", "2",
+                                "--budget", "4", "--shots-per-step", "1", "--json").stdout)
+    assert stochastic["examples"] == 4 and stochastic["evaluations"] == 3 + 4 // 4  # 1 example a step: one pass
     shown = cli("show", "lab/ru")
     assert "prompt format plain" in shown.stdout and "lab/reverse@1" in shown.stdout
     table = cli("compose", "--tasks", "reverse,upper", "--model", llama_dir, "--budget", "3", "-o", tmp_path / "o")
@@ -125,6 +139,8 @@ def test_cli_compose_errors_register_nothing(cli, registry, llama_dir, t5_dir, t
     bad.write_text('{"input": "a", "output": "b"}\n{"input": 3}\n')
     assert "line 2" in error_line(run("--tasks", "reverse", "--examples", bad, "--shots", "1"))
     assert run("--tasks", "reverse", "--budget", "0").exit_code == 2  # a usage error: click's range
+    assert "shots_per_step needs search 'gradient'" in error_line(
+        run("--tasks", "reverse,upper", "--optimizer", "NGOpt", "--shots-per-step", "1"))
     other = factories.make_lora(t5_dir, tmp_path / "t5lora")
     registry.push(other, name="lab/t5-reverse", task="reverse")
     assert "different base models" in error_line(run("--tasks", "reverse,upper"))

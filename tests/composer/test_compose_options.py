@@ -33,7 +33,8 @@ def test_the_light_constants_match_the_modules_that_implement_them():
                                  dict(optimizer="CMA", granularity="block"), dict(search="gradient", optimizer="CMA"),
                                  dict(shots=0), dict(seed=-1), dict(budget=True), dict(patience=-1),
                                  dict(screen="yes"), dict(screen_top=-1), dict(search="nevergrad", screen_top=3),
-                                 dict(mode="lorahub", screen_top=2)])
+                                 dict(mode="lorahub", screen_top=2), dict(shots_per_step=0),
+                                 dict(search="nevergrad", shots_per_step=1)])
 def test_options_are_validated_once_at_the_boundary(bad):
     with pytest.raises(CompositionError):
         ComposeOptions(**bad)

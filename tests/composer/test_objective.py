@@ -12,7 +12,7 @@ from transformers import AutoModelForCausalLM, AutoModelForSeq2SeqLM, AutoTokeni
 
 from loramgr.composer.errors import CompositionError, ExamplesError
 from loramgr.composer.examples import Example, examples_digest, read_examples, sample_examples
-from loramgr.composer.objective import IGNORE, few_shot_loss, l1_penalty, tokenize_examples
+from loramgr.composer.objective import IGNORE, few_shot_loss, l1_penalty, split_batch, tokenize_examples
 
 from .. import factories
 
@@ -140,6 +140,30 @@ def test_loss_is_token_weighted_not_a_mean_of_example_means(llama, t5):
         assert len(set(tokens)) > 1  # otherwise the test proves nothing
         expected = (tokens * losses).sum() / tokens.sum()
         assert few_shot_loss(model, tokenize_examples(model, tokenizer, EXAMPLES)) == pytest.approx(expected, rel=1e-5)
+
+
+@pytest.mark.parametrize("family, pack", [("llama", True), ("llama", False), ("t5", True)])
+@pytest.mark.parametrize("size", [1, 2, 3])
+def test_split_batch_groups_whole_examples_whose_losses_make_up_the_whole(llama, t5, family, pack, size):
+    model, tokenizer = llama if family == "llama" else t5
+    examples = EXAMPLES + [Example("lazy dog", " dog lazy")]
+    batch = tokenize_examples(model, tokenizer, examples, pack=pack)
+    groups = split_batch(batch, size)
+    assert len(groups) == -(-len(examples) // size)
+    assert sum(g.label_tokens for g in groups) == batch.label_tokens
+    # Each group scores exactly its own examples: the same loss as tokenising them alone.
+    for i, group in enumerate(groups):
+        alone = tokenize_examples(model, tokenizer, examples[i * size:(i + 1) * size], pack=pack)
+        assert few_shot_loss(model, group) == pytest.approx(few_shot_loss(model, alone), abs=1e-5)
+    weighted = sum(few_shot_loss(model, g) * g.label_tokens for g in groups) / batch.label_tokens
+    assert weighted == pytest.approx(few_shot_loss(model, batch), abs=1e-5)
+
+
+@pytest.mark.parametrize("size", [0, -1, 1.5, True])
+def test_split_batch_refuses_a_group_size_below_one(llama, size):
+    model, tokenizer = llama
+    with pytest.raises(CompositionError, match="whole number >= 1"):
+        split_batch(tokenize_examples(model, tokenizer, EXAMPLES), size)
 
 
 def test_seq2seq_masks_padding_and_matches_the_models_own_loss(t5):
