@@ -86,6 +86,9 @@ CONFIGS = [
     Config("gradient module", "gradient", dict(granularity="module")),
     Config("gradient block", "gradient", dict(granularity="block")),
     Config("gradient block patience 8", "gradient", dict(granularity="block", patience=8, tol=1e-3)),
+    # Stochastic steps, as many passes over the 5 shots as the full-batch rows take steps (40).
+    Config("gradient block 1 shot/step", "gradient", dict(granularity="block", shots_per_step=1, budget=5 * BUDGET)),
+    Config("gradient block 2 shots/step", "gradient", dict(granularity="block", shots_per_step=2, budget=3 * BUDGET)),
     LORAMGR_DEFAULT,
 ]
 
