@@ -63,16 +63,12 @@ CONFIGS = [
     Config("gradient block no-screen", "gradient", dict(granularity="block", screen=False, budget=GRADIENT_STEPS)),
     Config("gradient block slope-screen 3", "gradient", dict(granularity="block", screen_top=3, budget=GRADIENT_STEPS)),
     Config("gradient block slope-screen 1", "gradient", dict(granularity="block", screen_top=1, budget=GRADIENT_STEPS)),
-    # Stochastic steps: each step back-propagates k of the 5 shots (a fifth of the cost at k = 1); every
+    # Stochastic steps: each step back-propagates k of the 5 shots (about a quarter of the cost at k = 1); every
     # pass over the shots ends with one forward of all 5, the only losses the search keeps.
     Config("gradient block slope-1 1 shot/step", "gradient", dict(granularity="block", screen_top=1,
                                                                    shots_per_step=1, budget=GRADIENT_STEPS)),
     Config("gradient block slope-1 2 shots/step", "gradient", dict(granularity="block", screen_top=1,
                                                                     shots_per_step=2, budget=GRADIENT_STEPS)),
-    Config("gradient block slope-1 1 shot/step lr 0.1", "gradient",
-           dict(granularity="block", screen_top=1, shots_per_step=1, learning_rate=0.1, budget=GRADIENT_STEPS)),
-    Config("gradient block 1 shot/step", "gradient", dict(granularity="block", shots_per_step=1,
-                                                          budget=GRADIENT_STEPS)),
 ]
 
 
